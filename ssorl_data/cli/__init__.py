@@ -1,0 +1,1 @@
+"""The `ssorl` command line: thin wrappers over documented Python functions."""

@@ -1,0 +1,1 @@
+"""ssorl_train: offline RL (TD3+BC, IQL, CQL, Decision Transformer) on relabelled stores."""
