@@ -1,0 +1,201 @@
+"""`ssorl data ...`: import, info, export and verify trajectory stores."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from ssorl_data.errors import SsorlError
+
+
+def fail_on_ssorl_errors(function):
+    """Turn our errors into a one-line CLI error (exit 1) instead of a traceback."""
+    import functools
+
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        try:
+            return function(*args, **kwargs)
+        except SsorlError as error:
+            raise click.ClickException(str(error)) from None
+
+    return wrapper
+
+
+@click.group()
+def data() -> None:
+    """Create, inspect, export and check trajectory stores."""
+
+
+@data.command("import")
+@click.argument("source")
+@click.argument("store", type=click.Path(path_type=Path))
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["auto", "d4rl", "npz", "minari"]),
+    default="auto",
+    show_default=True,
+    help="auto: .hdf5/.h5 is D4RL layout, .npz is NPZ, anything else a Minari id or directory.",
+)
+@click.option("--append", is_flag=True, help="Add the episodes to an existing store.")
+@click.option("--env-id", help="Gymnasium env id, when the source does not record one.")
+@click.option(
+    "--chunk-steps",
+    type=click.IntRange(min=1),
+    default=32768,
+    show_default=True,
+    help="Rows per Zarr chunk along time.",
+)
+@click.option(
+    "--compression",
+    type=click.Choice(["zstd", "lz4", "none"]),
+    default="zstd",
+    show_default=True,
+    help="Blosc codec for every array.",
+)
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@fail_on_ssorl_errors
+def import_command(source, store, fmt, append, env_id, chunk_steps, compression, quiet) -> None:
+    """Import SOURCE (D4RL HDF5, NPZ, or Minari dataset) into the store at STORE.
+
+    All episodes of SOURCE become visible together: an import that fails or is
+    killed leaves the store as it was. Python API: ssorl_data.io.importing.import_dataset.
+    """
+    from ssorl_data.io.importing import import_dataset
+
+    result = import_dataset(
+        source,
+        store,
+        fmt=fmt,
+        append=append,
+        env_id=env_id,
+        chunk_steps=chunk_steps,
+        compression=compression,
+        progress=not quiet,
+    )
+    for note in result.notes:
+        click.echo(f"note: {note}", err=True)
+    click.echo(
+        f"imported {result.episodes_added} episodes ({result.steps_added} steps) into {store}"
+    )
+
+
+@data.command()
+@click.argument("store", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (for machines).")
+@click.option(
+    "--plot",
+    type=click.Path(path_type=Path),
+    help="Write return histograms of labelled vs action-free episodes to this PNG.",
+)
+@fail_on_ssorl_errors
+def info(store, as_json, plot) -> None:
+    """Episodes, steps, labelled fraction, and return/length statistics of STORE.
+
+    Python API: ssorl_data.info.store_info / plot_returns.
+    """
+    from ssorl_data.info import plot_returns, store_info
+    from ssorl_data.store import TrajectoryStore
+
+    with TrajectoryStore.open(store) as opened:
+        summary = store_info(opened)
+        if plot:
+            plot_returns(opened, plot)
+    if as_json:
+        click.echo(json.dumps(summary, indent=1))
+        return
+    click.echo(_info_table(summary))
+    if plot:
+        click.echo(f"plot written to {plot}")
+
+
+def _fmt(stats: dict) -> str:
+    if stats["mean"] is None:
+        return "-"
+    return f"{stats['mean']:.1f} ± {stats['std']:.1f}  [{stats['min']:.1f}, {stats['max']:.1f}]"
+
+
+def _info_table(s: dict) -> str:
+    rows = [
+        ("store", s["path"]),
+        ("env", s["env_id"] or "-"),
+        ("episodes", f"{s['n_episodes']:,}"),
+        ("steps", f"{s['n_steps']:,}"),
+        ("labelled episodes", f"{s['labelled_episodes']:,} ({100 * s['labelled_fraction']:.1f}%)"),
+        (
+            "steps with actions",
+            f"{s['recorded_action_steps']:,} ({100 * s['recorded_action_fraction']:.1f}%)",
+        ),
+        ("observation", f"{tuple(s['observation_shape'])} {s['observation_dtype']}"),
+        ("action", f"{tuple(s['action_shape'])} float32"),
+        ("return", _fmt(s["return"])),
+        ("return, labelled", _fmt(s["return_labelled"])),
+        ("return, action-free", _fmt(s["return_action_free"])),
+        ("length", _fmt(s["length"])),
+    ]
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+
+
+@data.command()
+@click.argument("store", type=click.Path(path_type=Path))
+@click.argument("destination")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["d4rl", "minari"]),
+    required=True,
+    help="d4rl: DESTINATION is an .hdf5 path. minari: DESTINATION is a dataset id.",
+)
+@click.option(
+    "--minari-root",
+    type=click.Path(path_type=Path),
+    help="Directory of Minari datasets (default: MINARI_DATASETS_PATH or ~/.minari).",
+)
+@click.option("--overwrite", is_flag=True, help="Replace an existing HDF5 file.")
+@fail_on_ssorl_errors
+def export(store, destination, fmt, minari_root, overwrite) -> None:
+    """Export STORE to a D4RL-layout HDF5 file or a Minari dataset.
+
+    Missing actions are written as NaN rows, which `ssorl data import` reads back
+    as missing. Python API: ssorl_data.io.d4rl_export / ssorl_data.io.minari_io.
+    """
+    from ssorl_data.store import TrajectoryStore
+
+    with TrajectoryStore.open(store) as opened:
+        if fmt == "d4rl":
+            from ssorl_data.io.d4rl_export import export_d4rl_hdf5
+
+            written = export_d4rl_hdf5(opened, destination, overwrite=overwrite)
+        else:
+            from ssorl_data.io.minari_io import export_minari
+
+            written = export_minari(opened, destination, root=minari_root)
+    click.echo(f"exported {store} to {written}")
+
+
+@data.command()
+@click.argument("store", type=click.Path(path_type=Path))
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@fail_on_ssorl_errors
+def verify(store, quiet) -> None:
+    """Check every invariant of STORE; list each violation and exit 1 if there is any.
+
+    Python API: ssorl_data.verify.verify_store.
+    """
+    from ssorl_data.store import TrajectoryStore
+    from ssorl_data.verify import verify_store
+
+    with TrajectoryStore.open(store) as opened:
+        report = verify_store(opened, progress=not quiet)
+    if report.ok:
+        click.echo(f"ok: {report.n_episodes} episodes, {report.n_steps} steps, no violation")
+        return
+    for violation in report.violations:
+        click.echo(f"violation: {violation}")
+    click.echo(f"{len(report.violations)} violation(s) in {store}", err=True)
+    sys.exit(1)

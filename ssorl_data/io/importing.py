@@ -1,0 +1,128 @@
+"""`import_dataset`: any supported source into a new or existing store, in one transaction."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from tqdm.auto import tqdm
+
+from ssorl_data import layout
+from ssorl_data.errors import ImportFormatError, SpaceMismatchError, StoreExistsError
+from ssorl_data.io.flat import open_d4rl_hdf5, open_npz
+from ssorl_data.io.minari_io import open_minari
+from ssorl_data.io.source import ImportSource
+from ssorl_data.store import Compression, TrajectoryStore
+
+SourceFormat = Literal["auto", "d4rl", "npz", "minari"]
+
+
+@dataclass
+class ImportResult:
+    """What an import did: where, how much, and what the user should know."""
+
+    store: Path
+    episodes_added: int
+    steps_added: int
+    notes: list[str] = field(default_factory=list)
+
+
+def open_source(
+    source: str | os.PathLike[str], fmt: SourceFormat = "auto", env_id: str | None = None
+) -> ImportSource:
+    """Open `source` by format: .hdf5/.h5 is D4RL layout, .npz is NPZ, else a Minari dataset."""
+    text = str(source)
+    if fmt == "auto":
+        suffix = Path(text).suffix.lower()
+        fmt = "d4rl" if suffix in (".hdf5", ".h5") else "npz" if suffix == ".npz" else "minari"
+    if fmt == "d4rl":
+        return open_d4rl_hdf5(text, env_id=env_id)
+    if fmt == "npz":
+        return open_npz(text, env_id=env_id)
+    if fmt == "minari":
+        return open_minari(text)
+    raise ImportFormatError(f"Expected format auto, d4rl, npz or minari. Got {fmt!r} instead.")
+
+
+def import_dataset(
+    source: str | os.PathLike[str] | ImportSource,
+    store_path: str | os.PathLike[str],
+    *,
+    fmt: SourceFormat = "auto",
+    append: bool = False,
+    env_id: str | None = None,
+    chunk_steps: int = layout.DEFAULT_CHUNK_STEPS,
+    compression: Compression = "zstd",
+    compression_level: int = layout.DEFAULT_COMPRESSION_LEVEL,
+    progress: bool = True,
+) -> ImportResult:
+    """Import a dataset into a store; all its episodes become visible together or not at all.
+
+    A new store is created (and removed again if the import fails); an existing one
+    is appended to only when `append=True`, and only if its spaces are the same.
+    """
+    src = source if isinstance(source, ImportSource) else open_source(source, fmt, env_id)
+    if src.n_steps == 0:
+        raise ImportFormatError(f"{src.description}: holds no steps; nothing to import.")
+    store_path = Path(store_path)
+    created = not store_path.exists()
+    if not created and not append:
+        raise StoreExistsError(
+            f"{store_path}: already exists. Pass append=True (CLI: --append) to add "
+            f"{src.description} to it, or choose a new store path."
+        )
+    if created:
+        store = TrajectoryStore.create(
+            store_path,
+            src.observation_space,
+            src.action_space,
+            env_id=src.env_id,
+            chunk_steps=chunk_steps,
+            compression=compression,
+            compression_level=compression_level,
+            ref_min_score=src.ref_min_score,
+            ref_max_score=src.ref_max_score,
+            extra={"imports": [src.provenance]},
+        )
+    else:
+        store = TrajectoryStore.open(store_path, mode="a")
+    try:
+        with store:
+            if not created:
+                _check_same_spaces(store, src)
+            before = (store.n_episodes, store.n_steps)
+            bar = tqdm(
+                total=src.n_steps,
+                unit="step",
+                unit_scale=True,
+                disable=not progress,
+                desc=f"import {Path(src.description).name}",
+            )
+            with store.appending(src.description) as appender:
+                for batch in src.batches():
+                    appender.add(batch)
+                    bar.update(batch.n_steps)
+            bar.close()
+            return ImportResult(
+                store_path, store.n_episodes - before[0], store.n_steps - before[1], src.notes
+            )
+    except BaseException:
+        if created:
+            shutil.rmtree(store_path, ignore_errors=True)
+        raise
+
+
+def _check_same_spaces(store: TrajectoryStore, src: ImportSource) -> None:
+    for what, ours, theirs in (
+        ("observation", store.observation_space, src.observation_space),
+        ("action", store.action_space, src.action_space),
+    ):
+        if ours != theirs:
+            raise SpaceMismatchError(
+                f"{src.description}: its {what} space {theirs!r} differs from the store's "
+                f"{ours!r} ({store.path}). Import it into a separate store, or pass the "
+                "store's env id (--env-id) if the data comes from the same env."
+            )
