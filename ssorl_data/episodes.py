@@ -129,9 +129,10 @@ def validate_batch(
     obs_dtype: np.dtype,
     act_shape: tuple[int, ...],
     source: str,
+    first_episode: int = 0,
 ) -> None:
     """Raise EpisodeValidationError for the first broken invariant (names source and episode)."""
-    problems = find_problems(batch, obs_shape, obs_dtype, act_shape, source)
+    problems = find_problems(batch, obs_shape, obs_dtype, act_shape, source, first_episode)
     if problems:
         raise EpisodeValidationError(problems[0])
 

@@ -14,6 +14,7 @@ import os
 import shutil
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -25,7 +26,7 @@ import zarr
 from zarr.codecs import BloscCodec
 
 from ssorl_data import __version__, layout
-from ssorl_data.episodes import EpisodeBatch, concat_batches, validate_batch
+from ssorl_data.episodes import EpisodeBatch, validate_batch
 from ssorl_data.errors import (
     ReadOnlyStoreError,
     StoreExistsError,
@@ -278,7 +279,7 @@ class TrajectoryStore:
     def appending(self, source: str = "episodes") -> Iterator[Appender]:
         """A transaction: episodes added inside become visible together on clean exit.
 
-        On an exception nothing is committed; the written rows past the committed
+        On an exception nothing is committed; the rows written past the committed
         sizes are ignored by readers and overwritten by the next append.
         """
         if self.mode != "a" or self._lock is None:
@@ -287,8 +288,14 @@ class TrajectoryStore:
                 "or TrajectoryStore.create(...) to append."
             )
         appender = Appender(self, source)
-        yield appender
-        appender.commit()
+        try:
+            yield appender
+            n_steps, n_episodes = appender.finish()
+            # The commit: one atomic replace of the group's zarr.json.
+            self._group.update_attributes({"n_steps": n_steps, "n_episodes": n_episodes})
+            self.metadata = replace(self.metadata, n_steps=n_steps, n_episodes=n_episodes)
+        finally:
+            appender.close()
 
     def append(self, batch: EpisodeBatch, source: str = "episodes") -> range:
         """Append a batch in one transaction; returns the new episode indices."""
@@ -297,73 +304,125 @@ class TrajectoryStore:
             appender.add(batch)
         return range(first, self.n_episodes)
 
-    def _write_rows(self, batch: EpisodeBatch, step_lo: int, episode_lo: int) -> None:
-        """Write `batch` at global step `step_lo` / episode `episode_lo`, growing arrays first."""
-        obs_lo = step_lo + episode_lo
-        columns: list[tuple[str, int, np.ndarray]] = [
-            (layout.OBSERVATIONS, obs_lo, batch.observations),
-            (layout.ACTIONS, step_lo, batch.actions),
-            (layout.ACTION_MASK, step_lo, batch.action_mask),
-            (layout.REWARDS, step_lo, batch.rewards),
-            (layout.TERMINATIONS, step_lo, batch.terminations),
-            (layout.TRUNCATIONS, step_lo, batch.truncations),
-            (layout.STEP_START, episode_lo, batch.step_start + step_lo),
-            (layout.LENGTH, episode_lo, batch.lengths),
-            (layout.RETURN, episode_lo, batch.episode_returns()),
-            (layout.LABELLED, episode_lo, batch.episode_labelled()),
-        ]
-        for name, lo, data in columns:
-            array = self._group[name]
-            hi = lo + data.shape[0]
-            if array.shape[0] != hi:
-                array.resize((hi, *array.shape[1:]))
-            if data.shape[0]:
-                array[lo:hi] = data
 
-    def _commit(self, n_steps: int, n_episodes: int) -> None:
-        self._group.update_attributes({"n_steps": n_steps, "n_episodes": n_episodes})
-        self.metadata = replace(self.metadata, n_steps=n_steps, n_episodes=n_episodes)
+class _ColumnWriter:
+    """Appends rows to one array in whole, chunk-aligned blocks.
+
+    Rows that do not fill a chunk wait in a small tail until they do (or until the
+    transaction ends), so every chunk is encoded once and large batches are written
+    straight from the caller's arrays without a copy.
+    """
+
+    def __init__(self, array: zarr.Array, start: int) -> None:
+        self.array = array
+        self.next = start  # first row not yet handed to a write
+        self.chunk = int(array.chunks[0])
+        self._tail: list[np.ndarray] = []
+        self._tail_rows = 0
+
+    def push(self, data: np.ndarray) -> list[tuple[int, np.ndarray]]:
+        """Take `data` as the next rows; return the (row, block) writes now due."""
+        writes = []
+        if self._tail_rows or self.next % self.chunk:
+            need = -(self.next + self._tail_rows) % self.chunk
+            self._tail.append(data[:need].copy())
+            self._tail_rows += min(need, data.shape[0])
+            data = data[need:]
+            if (self.next + self._tail_rows) % self.chunk:
+                return writes  # the chunk is still not full
+            writes.append(self._take_tail())
+        full = data.shape[0] - data.shape[0] % self.chunk
+        if full:
+            writes.append((self.next, data[:full]))
+            self.next += full
+        if full < data.shape[0]:
+            self._tail.append(data[full:].copy())
+            self._tail_rows += data.shape[0] - full
+        return writes
+
+    def flush(self) -> list[tuple[int, np.ndarray]]:
+        """The remaining tail as a final (partial-chunk) write."""
+        return [self._take_tail()] if self._tail_rows else []
+
+    def _take_tail(self) -> tuple[int, np.ndarray]:
+        block = np.concatenate(self._tail) if len(self._tail) > 1 else self._tail[0]
+        write = (self.next, block)
+        self.next += self._tail_rows
+        self._tail, self._tail_rows = [], 0
+        return write
 
 
 class Appender:
-    """Buffers validated batches and writes them in large blocks (see `appending`)."""
+    """Validates batches and streams their columns to the arrays (see `appending`)."""
 
     def __init__(self, store: TrajectoryStore, source: str) -> None:
-        self._store = store
         self._source = source
-        self._pending: list[EpisodeBatch] = []
-        self._pending_steps = 0
-        self._next_step = store.n_steps
-        self._next_episode = store.n_episodes
-        self._flush_steps = 4 * store.chunk_steps
+        self._added = 0
+        self._n_steps, self._n_episodes = store.n_steps, store.n_episodes
         space = store.observation_space
         self._obs = (tuple(space.shape), np.dtype(space.dtype))
         self._act_shape = tuple(store.action_space.shape)
+        group = store._group
+        starts = {layout.OBSERVATIONS: store.n_steps + store.n_episodes}
+        starts |= {name: store.n_steps for name in layout.STEP_ARRAYS}
+        starts |= {name: store.n_episodes for name in layout.EPISODE_ARRAYS}
+        self._columns = {name: _ColumnWriter(group[name], at) for name, at in starts.items()}
+        # Columns are independent: encode and write them concurrently (Blosc releases the GIL).
+        self._pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 1)
 
     def add(self, batch: EpisodeBatch) -> None:
-        """Validate and buffer episodes; large buffers are written out immediately."""
-        where = f"{self._source} (episodes from {self._next_episode + self._pending_count()})"
-        validate_batch(batch, self._obs[0], self._obs[1], self._act_shape, where)
-        self._pending.append(batch)
-        self._pending_steps += batch.n_steps
-        if self._pending_steps >= self._flush_steps:
-            self._flush()
+        """Validate episodes and write every chunk they complete.
 
-    def _pending_count(self) -> int:
-        return sum(b.n_episodes for b in self._pending)
+        Errors number episodes from the start of this transaction (the source's own
+        numbering when one file is imported).
+        """
+        validate_batch(
+            batch, self._obs[0], self._obs[1], self._act_shape, self._source, self._added
+        )
+        data = {
+            layout.OBSERVATIONS: batch.observations,
+            layout.ACTIONS: batch.actions,
+            layout.ACTION_MASK: batch.action_mask,
+            layout.REWARDS: batch.rewards,
+            layout.TERMINATIONS: batch.terminations,
+            layout.TRUNCATIONS: batch.truncations,
+            layout.STEP_START: batch.step_start + self._n_steps,
+            layout.LENGTH: batch.lengths,
+            layout.RETURN: batch.episode_returns(),
+            layout.LABELLED: batch.episode_labelled(),
+        }
+        self._write({name: self._columns[name].push(rows) for name, rows in data.items()})
+        self._added += batch.n_episodes
+        self._n_steps += batch.n_steps
+        self._n_episodes += batch.n_episodes
 
-    def _flush(self) -> None:
-        if not self._pending:
-            return
-        batch = concat_batches(self._pending)
-        self._store._write_rows(batch, self._next_step, self._next_episode)
-        self._next_step += batch.n_steps
-        self._next_episode += batch.n_episodes
-        self._pending, self._pending_steps = [], 0
+    def finish(self) -> tuple[int, int]:
+        """Write the tails, size every array exactly; return the sizes to commit."""
+        self._write({name: column.flush() for name, column in self._columns.items()})
+        for column in self._columns.values():
+            if column.array.shape[0] != column.next:
+                column.array.resize((column.next, *column.array.shape[1:]))
+        return self._n_steps, self._n_episodes
 
-    def commit(self) -> None:
-        self._flush()
-        self._store._commit(self._next_step, self._next_episode)
+    def close(self) -> None:
+        self._pool.shutdown()
+
+    def _write(self, writes: dict[str, list[tuple[int, np.ndarray]]]) -> None:
+        jobs = []
+        for name, blocks in writes.items():
+            if not blocks:
+                continue
+            array = self._columns[name].array
+            end = blocks[-1][0] + blocks[-1][1].shape[0]
+            if array.shape[0] < end:
+                array.resize((end, *array.shape[1:]))
+            jobs += [(array, lo, block) for lo, block in blocks]
+        list(self._pool.map(_write_block, jobs))
+
+
+def _write_block(job: tuple[zarr.Array, int, np.ndarray]) -> None:
+    array, lo, block = job
+    array[lo : lo + block.shape[0]] = block
 
 
 def _create_arrays(

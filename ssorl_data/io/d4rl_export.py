@@ -6,6 +6,7 @@ under a temporary name and renamed at the end, so a failed export leaves nothing
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -13,13 +14,14 @@ import h5py
 import numpy as np
 
 from ssorl_data.errors import StoreExistsError
+from ssorl_data.metadata import space_to_json
 from ssorl_data.store import TrajectoryStore
 
 
 def export_d4rl_hdf5(
     store: TrajectoryStore, path: str | os.PathLike[str], overwrite: bool = False
 ) -> Path:
-    """Write observations, next_observations, actions, rewards, terminals, timeouts, metadata/*."""
+    """Write the D4RL keys, plus metadata/{env_id, observation_space, action_space} (JSON)."""
     path = Path(path)
     if path.exists() and not overwrite:
         raise StoreExistsError(f"{path}: already exists. Pass overwrite=True (CLI: --overwrite).")
@@ -54,6 +56,8 @@ def export_d4rl_hdf5(
                 step = hi
             metadata = f.create_group("metadata")
             metadata["env_id"] = store.env_id or ""
+            metadata["observation_space"] = json.dumps(space_to_json(store.observation_space))
+            metadata["action_space"] = json.dumps(space_to_json(store.action_space))
             metadata["exported_from"] = str(store.path)
         os.replace(partial, path)
     except BaseException:

@@ -8,11 +8,13 @@ data is action-free; NaN rows: those steps are), optional `next_observations`
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
 import h5py
 import numpy as np
 
@@ -20,6 +22,7 @@ from ssorl_data.episodes import EpisodeBatch
 from ssorl_data.errors import ImportFormatError
 from ssorl_data.io.source import ImportSource
 from ssorl_data.io.spaces import resolve_spaces
+from ssorl_data.metadata import space_from_json
 from ssorl_data.reference_scores import reference_returns
 
 FLAG_KEYS = {
@@ -43,6 +46,7 @@ def open_d4rl_hdf5(path: str | os.PathLike[str], env_id: str | None = None) -> I
                 str(path),
                 env_id or stored_env,
                 lambda plan: _stream_hdf5(path, plan),
+                stored_spaces=None if env_id else _hdf5_spaces(f),
             )
             if "metadata" in f:
                 source.provenance["source_metadata"] = _hdf5_metadata(f["metadata"])
@@ -93,8 +97,13 @@ def _describe(
     description: str,
     env_id: str | None,
     stream: Callable[[_Plan], Iterator[EpisodeBatch]],
+    stored_spaces: tuple[gym.spaces.Box, gym.spaces.Box] | None = None,
 ) -> ImportSource:
-    """Check keys, lengths, dtypes and shapes up front; return the streaming source."""
+    """Check keys, lengths, dtypes and shapes up front; return the streaming source.
+
+    `stored_spaces` (written by our own exporter) win over the env's when their
+    shapes match the data, so a round trip keeps the exact spaces.
+    """
     for key in ("observations", "rewards"):
         if key not in arrays:
             raise ImportFormatError(
@@ -138,6 +147,10 @@ def _describe(
     obs_space, act_space = resolve_spaces(
         env_id, tuple(obs.shape[1:]), obs.dtype, act_shape, description
     )
+    if stored_spaces is not None and (
+        stored_spaces[0].shape == obs_space.shape and stored_spaces[1].shape == act_space.shape
+    ):
+        obs_space, act_space = stored_spaces
     notes = []
     if "next_observations" not in arrays:
         notes.append(
@@ -259,6 +272,21 @@ def _hdf5_env_id(f: h5py.File) -> str | None:
             value = value[()] if isinstance(value, h5py.Dataset) else value
             return value.decode() if isinstance(value, bytes) else str(value)
     return None
+
+
+def _hdf5_spaces(f: h5py.File) -> tuple[gym.spaces.Box, gym.spaces.Box] | None:
+    """Spaces recorded by `export_d4rl_hdf5` as JSON under metadata/, if any."""
+    group = f.get("metadata")
+    if group is None or "observation_space" not in group or "action_space" not in group:
+        return None
+    spaces = []
+    for key in ("observation_space", "action_space"):
+        text = group[key][()]
+        space = space_from_json(json.loads(text.decode() if isinstance(text, bytes) else text))
+        if not isinstance(space, gym.spaces.Box):
+            return None
+        spaces.append(space)
+    return spaces[0], spaces[1]
 
 
 def _hdf5_metadata(group: h5py.Group) -> dict[str, Any]:

@@ -1,6 +1,8 @@
-"""Spaces for imported data: from the registered gymnasium env when there is one, else from shapes."""
+"""Spaces of imported data: the registered gymnasium env's when there is one, else from shapes."""
 
 from __future__ import annotations
+
+import functools
 
 import gymnasium as gym
 import numpy as np
@@ -8,8 +10,12 @@ import numpy as np
 from ssorl_data.errors import ImportFormatError
 
 
+@functools.lru_cache(maxsize=32)
 def env_spaces(env_id: str | None) -> tuple[gym.spaces.Box, gym.spaces.Box] | None:
-    """(observation, action) spaces of a registered env, observations as float32; None if unknown."""
+    """(observation, action) spaces of a registered env (observations as float32), or None.
+
+    Cached: building a MuJoCo env to read its spaces costs tens of milliseconds.
+    """
     if not env_id:
         return None
     try:

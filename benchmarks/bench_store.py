@@ -1,0 +1,160 @@
+"""Import throughput of the store beside a raw zarr write and Minari's dataset creation.
+
+All write the same episodes (the four HalfCheetah-v5 corpus files, concatenated, x3)
+with the same content; MB/s counts the bytes of observations, actions, rewards and
+flags. `ssorl` ingests arrays already in memory (the store's own write path, with
+validation); `ssorl_hdf5` is the full `ssorl data import` of the HDF5 files including
+reading them; `zarr_raw` writes the same arrays into zarr arrays of the same chunking
+and codec with no validation or bookkeeping; `minari` is create_dataset_from_buffers.
+
+    python benchmarks/bench_store.py [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+
+import h5py
+import numpy as np
+import zarr
+from zarr.codecs import BloscCodec
+
+from benchmarks.common import CORPUS, best_of_interleaved, write_results
+from ssorl_data import layout
+from ssorl_data.io.flat import from_arrays
+from ssorl_data.io.importing import import_dataset
+
+FILES = ["random", "medium", "medium-replay", "expert"]
+
+
+def load(env: str, copies: int) -> dict[str, np.ndarray]:
+    keys = ("observations", "next_observations", "actions", "rewards", "terminals", "timeouts")
+    parts = {k: [] for k in keys}
+    for name in FILES:
+        with h5py.File(CORPUS / env / f"{name}.hdf5") as f:
+            for k in keys:
+                parts[k].append(f[k][:])
+    return {k: np.concatenate(v * copies) for k, v in parts.items()}
+
+
+def payload_bytes(arrays: dict[str, np.ndarray]) -> int:
+    n_episodes = int((arrays["terminals"] | arrays["timeouts"]).sum())
+    obs_row = arrays["observations"].nbytes // arrays["observations"].shape[0]
+    steps = sum(arrays[k].nbytes for k in ("actions", "rewards", "terminals", "timeouts"))
+    return arrays["observations"].nbytes + n_episodes * obs_row + steps
+
+
+def zarr_raw(arrays: dict[str, np.ndarray], path: Path) -> None:
+    """The same arrays written straight into a zarr group: the ceiling for our write path."""
+    codec = BloscCodec(cname="zstd", clevel=layout.DEFAULT_COMPRESSION_LEVEL, shuffle="shuffle")
+    group = zarr.open_group(path, mode="w", zarr_format=3)
+    ends = np.flatnonzero(arrays["terminals"] | arrays["timeouts"])
+    obs = np.insert(arrays["observations"], ends + 1, arrays["next_observations"][ends], axis=0)
+    data = {
+        "observations": obs,
+        "actions": arrays["actions"],
+        "rewards": arrays["rewards"],
+        "terminations": arrays["terminals"],
+        "truncations": arrays["timeouts"],
+    }
+    for name, value in data.items():
+        z = group.create_array(
+            name,
+            shape=value.shape,
+            dtype=value.dtype,
+            chunks=(layout.DEFAULT_CHUNK_STEPS, *value.shape[1:]),
+            compressors=codec,
+        )
+        z[:] = value
+
+
+def minari_create(arrays: dict[str, np.ndarray], root: Path, env_id: str) -> None:
+    import os
+
+    import minari
+    from minari.data_collector import EpisodeBuffer
+
+    ends = np.flatnonzero(arrays["terminals"] | arrays["timeouts"])
+    starts = np.concatenate(([0], ends[:-1] + 1))
+    buffers = [
+        EpisodeBuffer(
+            id=i,
+            observations=np.concatenate(
+                [arrays["observations"][s : e + 1], arrays["next_observations"][e : e + 1]]
+            ),
+            actions=arrays["actions"][s : e + 1],
+            rewards=arrays["rewards"][s : e + 1],
+            terminations=arrays["terminals"][s : e + 1],
+            truncations=arrays["timeouts"][s : e + 1],
+            infos={},
+        )
+        for i, (s, e) in enumerate(zip(starts, ends, strict=True))
+    ]
+    os.environ["MINARI_DATASETS_PATH"] = str(root)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        minari.create_dataset_from_buffers(
+            f"bench/run{np.random.randint(1 << 30)}-v0", buffers, env=env_id, algorithm_name="bench"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--env", default="HalfCheetah-v5")
+    parser.add_argument(
+        "--copies",
+        type=int,
+        default=3,
+        help="Repeat the corpus files this many times (corpus-scale sizes).",
+    )
+    args = parser.parse_args()
+    arrays = load(args.env, args.copies)
+    mb = payload_bytes(arrays) / 1e6
+    scratch = Path(tempfile.mkdtemp(prefix="bench_store-"))
+
+    def fresh(name: str) -> Path:
+        shutil.rmtree(scratch / name, ignore_errors=True)
+        return scratch / name
+
+    def ours() -> None:
+        import_dataset(from_arrays(arrays, env_id=args.env), fresh("ours"), progress=False)
+
+    def ours_hdf5() -> None:
+        target = fresh("ours_hdf5")
+        for i, name in enumerate(FILES * args.copies):
+            import_dataset(CORPUS / args.env / f"{name}.hdf5", target, append=i > 0, progress=False)
+
+    runs = {
+        "ssorl": ours,
+        "ssorl_hdf5": ours_hdf5,
+        "zarr_raw": lambda: zarr_raw(arrays, fresh("raw")),
+        "minari": lambda: minari_create(arrays, fresh("minari"), args.env),
+    }
+    rows = []
+    for method, seconds in best_of_interleaved(args.repeats, runs).items():
+        rows.append({"method": method, "seconds": seconds, "mb_per_s": mb / seconds})
+        print(f"{method:>10}: {mb / seconds:8.1f} MB/s ({seconds:.3f} s)")
+    raw = next(r["mb_per_s"] for r in rows if r["method"] == "zarr_raw")
+    for row in rows:
+        row["ratio_to_zarr_raw"] = row["mb_per_s"] / raw
+    shutil.rmtree(scratch, ignore_errors=True)
+    path = write_results(
+        "store",
+        {
+            "dataset": f"{args.env}: ({' + '.join(FILES)}) x {args.copies}",
+            "n_steps": int(arrays["rewards"].shape[0]),
+            "megabytes": mb,
+            "repeats": args.repeats,
+            "rows": rows,
+        },
+    )
+    print(f"ssorl / zarr_raw = {rows[0]['ratio_to_zarr_raw']:.2f}; written to {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,57 @@
+"""Shared helpers of the benchmarks: where results go, machine description, timing."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).resolve().parent / "results"
+CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
+
+
+def machine() -> dict[str, Any]:
+    """What the figures were measured on."""
+    import torch
+
+    return {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+    }
+
+
+def best_of_interleaved(repeats: int, runs: dict[str, Callable[[], Any]]) -> dict[str, float]:
+    """Fastest wall time of each run over `repeats` rounds that take turns.
+
+    Taking turns exposes every method to the same background load, so ratios
+    measured in one run stay meaningful on a busy machine.
+    """
+    best = {name: float("inf") for name in runs}
+    for _ in range(repeats):
+        for name, run in runs.items():
+            start = time.perf_counter()
+            run()
+            best[name] = min(best[name], time.perf_counter() - start)
+    return best
+
+
+def write_results(name: str, payload: dict[str, Any]) -> Path:
+    """Write benchmarks/results/<name>.json with the command and machine added."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "machine": machine(),
+        **payload,
+    }
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps(payload, indent=1) + "\n")
+    return path

@@ -1,0 +1,54 @@
+"""Render benchmarks/results/*.json as the README's Markdown tables.
+
+    python -m benchmarks.tables          # rewrite the README blocks between <!-- name --> markers
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from benchmarks.common import RESULTS
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def _markdown(rows: list[dict], columns: list[tuple[str, str, str]]) -> str:
+    head = "| " + " | ".join(title for _, title, _ in columns) + " |"
+    rule = "| " + " | ".join("---" for _ in columns) + " |"
+    body = [
+        "| " + " | ".join(format(row.get(key, ""), fmt) if key in row else "-"
+                          for key, _, fmt in columns) + " |"
+        for row in rows
+    ]
+    return "\n".join([head, rule, *body])
+
+
+def store_table(result: dict) -> str:
+    return _markdown(result["rows"], [
+        ("method", "method", ""), ("mb_per_s", "MB/s", ".1f"),
+        ("ratio_to_zarr_raw", "vs zarr_raw", ".2f"), ("seconds", "seconds", ".3f"),
+    ])
+
+
+RENDERERS = {"store": store_table}
+
+
+def render(name: str) -> str:
+    result = json.loads((RESULTS / f"{name}.json").read_text())
+    return f"{RENDERERS[name](result)}\n\nCommand: `{result['command']}`"
+
+
+def update_readme() -> None:
+    text = README.read_text()
+    for name in RENDERERS:
+        if not (RESULTS / f"{name}.json").exists():
+            continue
+        block = f"<!-- {name} -->\n{render(name)}\n<!-- /{name} -->"
+        text = re.sub(rf"<!-- {name} -->.*?<!-- /{name} -->", lambda _: block, text, flags=re.S)
+    README.write_text(text)
+
+
+if __name__ == "__main__":
+    update_readme()

@@ -1,0 +1,24 @@
+"""Collecting rollouts from gymnasium straight into a store."""
+
+from __future__ import annotations
+
+from ssorl_data.collect import collect
+from ssorl_data.store import TrajectoryStore
+from ssorl_data.verify import verify_store
+
+
+def test_random_rollouts_make_a_valid_store_with_env_and_seed(tmp_path):
+    collect("Hopper-v5", tmp_path / "s", 400, n_envs=2, seed=3, progress=False)
+    with TrajectoryStore.open(tmp_path / "s") as store:
+        assert store.n_steps == 400
+        assert store.env_id == "Hopper-v5"
+        assert store.metadata.extra["collect"]["seed"] == 3
+        assert store.metadata.ref_max_score == 3234.3
+        assert store.episode_table().labelled.all()
+        assert verify_store(store).ok
+
+
+def test_action_free_collection_records_no_actions(tmp_path):
+    collect("Hopper-v5", tmp_path / "s", 100, n_envs=2, record_actions=False, progress=False)
+    with TrajectoryStore.open(tmp_path / "s") as store:
+        assert not store.read_steps("action_mask", 0, store.n_steps).any()
