@@ -86,11 +86,19 @@ def idm_windows(
     *,
     backend: str | None = None,
 ) -> None:
-    """Fill out [B, k+2, D] with normalised s_{t-k}..s_t, s_{t+1} and valid [B, k+2] (False = clamped)."""
+    """Fill out [B, k+2, D] with normalised s_{t-k}..s_t, s_{t+1}; valid is False where clamped."""
     if _use_cpp(backend):
         try:
             torch.ops.ssorl.idm_windows(
-                observations, step_start, lengths, episode_index, step_index, mean, std, k, out,
+                observations,
+                step_start,
+                lengths,
+                episode_index,
+                step_index,
+                mean,
+                std,
+                k,
+                out,
                 valid,
             )
         except IndexError as exc:
@@ -138,12 +146,25 @@ def subtrajectories(
     *,
     backend: str | None = None,
 ) -> None:
-    """Fill left-padded K-step windows from local step `start`: real steps last, pad zero and masked."""
+    """Fill left-padded K-step windows from local step `start`: real steps last, pad rows zero."""
     if _use_cpp(backend):
         try:
             torch.ops.ssorl.subtrajectories(
-                observations, actions, returns_to_go, step_start, lengths, episode_index, start,
-                mean, std, context, states_out, actions_out, rtg_out, timesteps_out, mask_out,
+                observations,
+                actions,
+                returns_to_go,
+                step_start,
+                lengths,
+                episode_index,
+                start,
+                mean,
+                std,
+                context,
+                states_out,
+                actions_out,
+                rtg_out,
+                timesteps_out,
+                mask_out,
             )
         except IndexError as exc:
             raise KernelIndexError(str(exc)) from None
@@ -163,9 +184,7 @@ def subtrajectories(
     mu = _array(mean, op, "mean", torch.float32, 1, (n_dim,), "observation dim")
     sd = _array(std, op, "std", torch.float32, 1, (n_dim,), "observation dim")
     if context < 1:
-        raise KernelInputError(
-            f"ssorl.{op}: expected context >= 1 steps. Got {context!r} instead."
-        )
+        raise KernelInputError(f"ssorl.{op}: expected context >= 1 steps. Got {context!r} instead.")
     shape = (batch, context)
     so = _array(states_out, op, "states_out", torch.float32, 3, (*shape, n_dim), "B, K, obs dim")
     ao = _array(actions_out, op, "actions_out", torch.float32, 3, (*shape, n_act), "B, K, act dim")
@@ -229,8 +248,16 @@ def _register_fakes() -> None:
 
 
 def _idm_windows_fake(
-    observations: Tensor, step_start: Tensor, lengths: Tensor, episode_index: Tensor,
-    step_index: Tensor, mean: Tensor, std: Tensor, k: int, out: Tensor, valid: Tensor,
+    observations: Tensor,
+    step_start: Tensor,
+    lengths: Tensor,
+    episode_index: Tensor,
+    step_index: Tensor,
+    mean: Tensor,
+    std: Tensor,
+    k: int,
+    out: Tensor,
+    valid: Tensor,
 ) -> None:
     batch, n_dim = episode_index.shape[0], observations.shape[1]
     torch._check(k >= 0, lambda: f"ssorl.idm_windows: expected k >= 0. Got {k} instead.")
@@ -242,10 +269,21 @@ def _idm_windows_fake(
 
 
 def _subtrajectories_fake(
-    observations: Tensor, actions: Tensor, returns_to_go: Tensor, step_start: Tensor,
-    lengths: Tensor, episode_index: Tensor, start: Tensor, mean: Tensor, std: Tensor,
-    context: int, states_out: Tensor, actions_out: Tensor, rtg_out: Tensor,
-    timesteps_out: Tensor, mask_out: Tensor,
+    observations: Tensor,
+    actions: Tensor,
+    returns_to_go: Tensor,
+    step_start: Tensor,
+    lengths: Tensor,
+    episode_index: Tensor,
+    start: Tensor,
+    mean: Tensor,
+    std: Tensor,
+    context: int,
+    states_out: Tensor,
+    actions_out: Tensor,
+    rtg_out: Tensor,
+    timesteps_out: Tensor,
+    mask_out: Tensor,
 ) -> None:
     batch, n_dim, n_act = episode_index.shape[0], observations.shape[1], actions.shape[1]
     torch._check(context >= 1, lambda: f"ssorl.subtrajectories: context >= 1, got {context}")
@@ -316,8 +354,14 @@ def _table(step_start: Tensor, lengths: Tensor, op: str) -> tuple[np.ndarray, np
 
 
 def _raise_idm_index_error(
-    op: str, b: int, code: int, n_rows: int, ss: np.ndarray, ln: np.ndarray,
-    ei: np.ndarray, si: np.ndarray,
+    op: str,
+    b: int,
+    code: int,
+    n_rows: int,
+    ss: np.ndarray,
+    ln: np.ndarray,
+    ei: np.ndarray,
+    si: np.ndarray,
 ) -> None:
     from ssorl_data.kernels import numba_ops
 
@@ -341,8 +385,15 @@ def _raise_idm_index_error(
 
 
 def _raise_subtrajectory_index_error(
-    op: str, b: int, code: int, n_rows: int, n_steps: int, ss: np.ndarray, ln: np.ndarray,
-    ei: np.ndarray, st: np.ndarray,
+    op: str,
+    b: int,
+    code: int,
+    n_rows: int,
+    n_steps: int,
+    ss: np.ndarray,
+    ln: np.ndarray,
+    ei: np.ndarray,
+    st: np.ndarray,
 ) -> None:
     from ssorl_data.kernels import numba_ops
 

@@ -30,7 +30,12 @@ BACKEND_ENV = "SSORL_BACKEND"
 CUDA_ENV = "SSORL_BUILD_CUDA"
 CACHE_ENV = "SSORL_CACHE"
 
-_CPU_SOURCES = ("ops.cpp", "cpu/idm_windows.cpp", "cpu/subtrajectories.cpp", "cpu/returns_to_go.cpp")
+_CPU_SOURCES = (
+    "ops.cpp",
+    "cpu/idm_windows.cpp",
+    "cpu/subtrajectories.cpp",
+    "cpu/returns_to_go.cpp",
+)
 _CUDA_SOURCES = ("cuda/kernels.cu", "cuda/register.cpp")
 # No -ffast-math and no FMA contraction: every backend must round identically.
 _CFLAGS = ["-O3", "-fopenmp", "-ffp-contract=off"]
@@ -75,7 +80,7 @@ def cache_dir() -> Path:
 
 
 def cuda_build_requested() -> bool:
-    """The explicit CUDA build switch: SSORL_BUILD_CUDA=1/0, else whether torch and a toolkit have CUDA."""
+    """The explicit CUDA build switch SSORL_BUILD_CUDA=1/0; unset: torch and a toolkit have CUDA."""
     value = os.environ.get(CUDA_ENV, "").strip()
     if value in ("0", "1"):
         return value == "1"
@@ -140,6 +145,8 @@ def resolve() -> BackendInfo:
             KernelBuildWarning,
             stacklevel=3,
         )
-        return BackendInfo("numba", "the C++ build failed; numba is the fallback", False, None, error)
+        return BackendInfo(
+            "numba", "the C++ build failed; numba is the fallback", False, None, error
+        )
     reason = f"{BACKEND_ENV}=cpp forces it" if forced else "the C++ kernels built (the default)"
     return BackendInfo("cpp", reason, with_cuda, str(library), None)
