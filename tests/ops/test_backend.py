@@ -90,3 +90,22 @@ def test_doctor_prints_a_table():
     result = CliRunner().invoke(doctor, [])
     assert result.exit_code == 0, result.output
     assert "backend_reason" in result.output
+
+
+def test_missing_compiler_really_falls_back(tmp_path: Path):
+    """A fresh cache and a compiler that does not exist: numba, and the warning says why."""
+    env = {
+        **os.environ, "CXX": str(tmp_path / "no-such-c++"), backend.CACHE_ENV: str(tmp_path),
+        "PYTHONPATH": str(REPO),
+    }  # fmt: skip
+    env.pop(backend.BACKEND_ENV, None)
+    code = (
+        "import warnings; warnings.simplefilter('always')\n"
+        "from ssorl_data import ops; print(ops.active_backend())"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], env=env, cwd=tmp_path, capture_output=True, text=True,
+        check=True,
+    )  # fmt: skip
+    assert result.stdout.strip() == "numba"
+    assert result.stderr.count("KernelBuildWarning") == 1
