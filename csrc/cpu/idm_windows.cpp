@@ -12,6 +12,9 @@ namespace ssorl {
 namespace {
 
 constexpr const char* kOp = "idm_windows";
+// Samples ahead whose rows are prefetched: random rows of a corpus far larger than
+// the caches are DRAM-latency bound, so keep several misses in flight.
+constexpr int64_t kPrefetchAhead = 16;
 
 // Validates every sample before anything is read, so a bad index is an error
 // that names the sample rather than an out-of-bounds read.
@@ -81,6 +84,14 @@ void idm_windows_cpu(const at::Tensor& observations, const at::Tensor& step_star
   const int64_t grain = std::max<int64_t>(1, 8192 / std::max<int64_t>(1, W * D));
   at::parallel_for(0, B, grain, [&](int64_t b0, int64_t b1) {
     for (int64_t b = b0; b < b1; ++b) {
+      if (b + kPrefetchAhead < b1) {
+        const int64_t a = b + kPrefetchAhead;
+        const int64_t lo = std::max(si[a] + ei[a] - k, ss[ei[a]] + ei[a]);
+        const char* p = reinterpret_cast<const char*>(X + lo * D);
+        const char* end = reinterpret_cast<const char*>(X + (si[a] + ei[a] + 2) * D);
+        for (; p < end; p += 64) __builtin_prefetch(p);
+        __builtin_prefetch(end - 1);
+      }
       const int64_t e = ei[b];
       const int64_t first_row = ss[e] + e;  // observation row of the episode's s_0
       const int64_t row_t = si[b] + e;      // observation row of s_t

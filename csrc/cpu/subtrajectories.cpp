@@ -14,6 +14,15 @@ namespace ssorl {
 namespace {
 
 constexpr const char* kOp = "subtrajectories";
+// Samples ahead whose rows are prefetched (see idm_windows.cpp); each sample
+// reads about 30 cache lines, so a few samples ahead keep the memory system busy.
+constexpr int64_t kPrefetchAhead = 4;
+
+inline void prefetch_range(const void* begin, int64_t bytes) {
+  const char* p = static_cast<const char*>(begin);
+  for (int64_t i = 0; i < bytes; i += 64) __builtin_prefetch(p + i);
+  if (bytes > 0) __builtin_prefetch(p + bytes - 1);
+}
 
 // Validates every sample before anything is read (see idm_windows.cpp).
 void check_samples(int64_t R, int64_t N, int64_t E, const int64_t* step_start,
@@ -103,6 +112,14 @@ void subtrajectories_cpu(const at::Tensor& observations, const at::Tensor& actio
   const int64_t grain = std::max<int64_t>(1, 8192 / std::max<int64_t>(1, K * (D + A + 4)));
   at::parallel_for(0, B, grain, [&](int64_t b0, int64_t b1) {
     for (int64_t b = b0; b < b1; ++b) {
+      if (b + kPrefetchAhead < b1) {
+        const int64_t a = b + kPrefetchAhead;
+        const int64_t n = std::min(K, len[ei[a]] - st[a]);
+        const int64_t g = ss[ei[a]] + st[a];
+        prefetch_range(X + (g + ei[a]) * D, n * D * sizeof(float));
+        prefetch_range(Act + g * A, n * A * sizeof(float));
+        prefetch_range(G + g, n * sizeof(float));
+      }
       const int64_t e = ei[b];
       const int64_t t0 = st[b];
       const int64_t L = std::min(K, len[e] - t0);  // real steps, placed last
