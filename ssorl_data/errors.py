@@ -45,3 +45,19 @@ class ImportFormatError(SsorlError, ValueError):
 
 class InvalidNameError(SsorlError, ValueError):
     """A name that becomes a path (split, relabel run, dataset id) is not allowed."""
+
+
+class KernelInputError(SsorlError, ValueError):
+    """A kernel argument has the wrong dtype, shape, device or layout."""
+
+
+class KernelIndexError(SsorlError, IndexError):
+    """A sample's episode or step index lies outside the episode table."""
+
+
+class KernelBuildError(SsorlError, RuntimeError):
+    """The C++ kernels were asked for (SSORL_BACKEND=cpp) but could not be built or loaded."""
+
+
+class KernelBuildWarning(UserWarning):
+    """The C++ kernels could not be built; ssorl fell back to the numba kernels."""

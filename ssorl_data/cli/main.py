@@ -15,6 +15,7 @@ from ssorl_data import __version__
 # name -> "module:attribute" of a click command or group; one line per command.
 COMMANDS: dict[str, str] = {
     "data": "ssorl_data.cli.data:data",
+    "doctor": "ssorl_data.cli.doctor:doctor",
     "quickstart": "ssorl_data.cli.quickstart:quickstart",
 }
 

@@ -1,0 +1,30 @@
+// Input checks shared by the CPU kernels. Every failure names the op, the
+// argument, what was expected and what was got, so the caller can fix the call.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <cstdint>
+
+namespace ssorl {
+
+inline void check_tensor(const at::Tensor& t, const char* op, const char* name,
+                         at::ScalarType dtype, int64_t dim, c10::DeviceType device) {
+  TORCH_CHECK_VALUE(t.scalar_type() == dtype, "ssorl.", op, ": expected ", name, " of dtype ",
+                    dtype, ". Got ", t.scalar_type(), " instead.");
+  TORCH_CHECK_VALUE(t.dim() == dim, "ssorl.", op, ": expected ", name, " with ", dim,
+                    " dimensions. Got shape ", t.sizes(), " instead.");
+  TORCH_CHECK_VALUE(t.device().type() == device, "ssorl.", op, ": expected ", name, " on ",
+                    device, ". Got ", t.device(), " instead; move all arguments to one device.");
+  TORCH_CHECK_VALUE(t.is_contiguous(), "ssorl.", op, ": expected ", name,
+                    " to be contiguous. Got strides ", t.strides(),
+                    " instead; call .contiguous() first.");
+}
+
+inline void check_size(const at::Tensor& t, const char* op, const char* name, int64_t dim,
+                       int64_t expected, const char* what) {
+  TORCH_CHECK_VALUE(t.size(dim) == expected, "ssorl.", op, ": expected ", name, ".shape[", dim,
+                    "] == ", expected, " (", what, "). Got shape ", t.sizes(), " instead.");
+}
+
+}  // namespace ssorl

@@ -1,0 +1,118 @@
+// CPU kernel of ssorl::idm_windows: gather + normalise IDM windows in one pass.
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cstdint>
+
+#include "checks.h"
+
+namespace ssorl {
+namespace {
+
+constexpr const char* kOp = "idm_windows";
+// Samples ahead whose rows are prefetched: random rows of a corpus far larger than
+// the caches are DRAM-latency bound, so keep several misses in flight.
+constexpr int64_t kPrefetchAhead = 16;
+
+// Validates every sample before anything is read, so a bad index is an error
+// that names the sample rather than an out-of-bounds read.
+void check_samples(int64_t R, int64_t E, const int64_t* step_start, const int64_t* lengths,
+                   const int64_t* episode_index, const int64_t* step_index, int64_t B) {
+  for (int64_t b = 0; b < B; ++b) {
+    const int64_t e = episode_index[b];
+    TORCH_CHECK_INDEX(e >= 0 && e < E, "ssorl.", kOp, ": sample ", b, " has episode_index ", e,
+                      ", outside [0, ", E, "). Pass episode indices of this episode table.");
+    const int64_t s = step_start[e];
+    const int64_t T = lengths[e];
+    const int64_t g = step_index[b];
+    TORCH_CHECK_INDEX(g >= s && g < s + T, "ssorl.", kOp, ": sample ", b, " has step_index ", g,
+                      ", outside its episode ", e, " (global steps [", s, ", ", s + T,
+                      ")). Pass the global step of a step of that episode.");
+    TORCH_CHECK_INDEX(s >= 0 && g + e + 1 < R, "ssorl.", kOp, ": sample ", b, " (episode ", e,
+                      ", step ", g, ") needs observation rows [", s + e, ", ", g + e + 2,
+                      ") but observations has ", R,
+                      " rows. The episode table does not match the observations (N + E rows).");
+  }
+}
+
+}  // namespace
+
+void idm_windows_cpu(const at::Tensor& observations, const at::Tensor& step_start,
+                     const at::Tensor& lengths, const at::Tensor& episode_index,
+                     const at::Tensor& step_index, const at::Tensor& mean, const at::Tensor& std,
+                     int64_t k, at::Tensor& out, at::Tensor& valid) {
+  const auto cpu = c10::DeviceType::CPU;
+  check_tensor(observations, kOp, "observations", at::kFloat, 2, cpu);
+  check_tensor(step_start, kOp, "step_start", at::kLong, 1, cpu);
+  check_tensor(lengths, kOp, "lengths", at::kLong, 1, cpu);
+  check_tensor(episode_index, kOp, "episode_index", at::kLong, 1, cpu);
+  check_tensor(step_index, kOp, "step_index", at::kLong, 1, cpu);
+  check_tensor(mean, kOp, "mean", at::kFloat, 1, cpu);
+  check_tensor(std, kOp, "std", at::kFloat, 1, cpu);
+  check_tensor(out, kOp, "out", at::kFloat, 3, cpu);
+  check_tensor(valid, kOp, "valid", at::kBool, 2, cpu);
+  TORCH_CHECK_VALUE(k >= 0, "ssorl.", kOp, ": expected k >= 0 past states. Got ", k, " instead.");
+  const int64_t R = observations.size(0);
+  const int64_t D = observations.size(1);
+  const int64_t E = step_start.size(0);
+  const int64_t B = episode_index.size(0);
+  const int64_t W = k + 2;
+  check_size(lengths, kOp, "lengths", 0, E, "one length per episode");
+  check_size(step_index, kOp, "step_index", 0, B, "one step per sample");
+  check_size(mean, kOp, "mean", 0, D, "observation dim");
+  check_size(std, kOp, "std", 0, D, "observation dim");
+  check_size(out, kOp, "out", 0, B, "batch");
+  check_size(out, kOp, "out", 1, W, "k + 2 window rows");
+  check_size(out, kOp, "out", 2, D, "observation dim");
+  check_size(valid, kOp, "valid", 0, B, "batch");
+  check_size(valid, kOp, "valid", 1, W, "k + 2 window rows");
+
+  const float* X = observations.data_ptr<float>();
+  const int64_t* ss = step_start.data_ptr<int64_t>();
+  const int64_t* len = lengths.data_ptr<int64_t>();
+  const int64_t* ei = episode_index.data_ptr<int64_t>();
+  const int64_t* si = step_index.data_ptr<int64_t>();
+  const float* mu = mean.data_ptr<float>();
+  const float* sd = std.data_ptr<float>();
+  float* Y = out.data_ptr<float>();
+  bool* V = valid.data_ptr<bool>();
+  check_samples(R, E, ss, len, ei, si, B);
+
+  // About 32 KiB of output per task: enough work to amortise scheduling.
+  const int64_t grain = std::max<int64_t>(1, 8192 / std::max<int64_t>(1, W * D));
+  at::parallel_for(0, B, grain, [&](int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; ++b) {
+      if (b + kPrefetchAhead < b1) {
+        const int64_t a = b + kPrefetchAhead;
+        const int64_t lo = std::max(si[a] + ei[a] - k, ss[ei[a]] + ei[a]);
+        const char* p = reinterpret_cast<const char*>(X + lo * D);
+        const char* end = reinterpret_cast<const char*>(X + (si[a] + ei[a] + 2) * D);
+        for (; p < end; p += 64) __builtin_prefetch(p);
+        __builtin_prefetch(end - 1);
+      }
+      const int64_t e = ei[b];
+      const int64_t first_row = ss[e] + e;  // observation row of the episode's s_0
+      const int64_t row_t = si[b] + e;      // observation row of s_t
+      float* y = Y + b * W * D;
+      bool* v = V + b * W;
+      for (int64_t w = 0; w < W; ++w) {
+        // w = 0 .. k are s_{t-k} .. s_t; w = k + 1 is s_{t+1}.
+        int64_t row = row_t - k + w;
+        const bool inside = row >= first_row;
+        row = inside ? row : first_row;
+        v[w] = inside;
+        const float* x = X + row * D;
+        float* yw = y + w * D;
+        for (int64_t d = 0; d < D; ++d) {
+          yw[d] = (x[d] - mu[d]) / sd[d];
+        }
+      }
+    }
+  });
+}
+
+TORCH_LIBRARY_IMPL(ssorl, CPU, m) { m.impl("idm_windows", &idm_windows_cpu); }
+
+}  // namespace ssorl

@@ -1,0 +1,156 @@
+// CPU kernel of ssorl::subtrajectories: left-padded context windows for
+// Decision-Transformer-style models, normalised in the same pass.
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+
+#include "checks.h"
+
+namespace ssorl {
+namespace {
+
+constexpr const char* kOp = "subtrajectories";
+// Samples ahead whose rows are prefetched (see idm_windows.cpp); each sample
+// reads about 30 cache lines, so a few samples ahead keep the memory system busy.
+constexpr int64_t kPrefetchAhead = 4;
+
+inline void prefetch_range(const void* begin, int64_t bytes) {
+  const char* p = static_cast<const char*>(begin);
+  for (int64_t i = 0; i < bytes; i += 64) __builtin_prefetch(p + i);
+  if (bytes > 0) __builtin_prefetch(p + bytes - 1);
+}
+
+// Validates every sample before anything is read (see idm_windows.cpp).
+void check_samples(int64_t R, int64_t N, int64_t E, const int64_t* step_start,
+                   const int64_t* lengths, const int64_t* episode_index, const int64_t* start,
+                   int64_t B) {
+  for (int64_t b = 0; b < B; ++b) {
+    const int64_t e = episode_index[b];
+    TORCH_CHECK_INDEX(e >= 0 && e < E, "ssorl.", kOp, ": sample ", b, " has episode_index ", e,
+                      ", outside [0, ", E, "). Pass episode indices of this episode table.");
+    const int64_t s = step_start[e];
+    const int64_t T = lengths[e];
+    const int64_t t0 = start[b];
+    TORCH_CHECK_INDEX(t0 >= 0 && t0 < T, "ssorl.", kOp, ": sample ", b, " has start ", t0,
+                      ", outside its episode ", e, " (local steps [0, ", T,
+                      ")). Pass a local step index of that episode.");
+    TORCH_CHECK_INDEX(s >= 0 && s + T <= N && s + T + e <= R, "ssorl.", kOp, ": sample ", b,
+                      " (episode ", e, ") spans global steps [", s, ", ", s + T,
+                      ") but the step arrays have ", N, " rows and observations ", R,
+                      ". The episode table does not match the arrays.");
+  }
+}
+
+}  // namespace
+
+void subtrajectories_cpu(const at::Tensor& observations, const at::Tensor& actions,
+                         const at::Tensor& returns_to_go, const at::Tensor& step_start,
+                         const at::Tensor& lengths, const at::Tensor& episode_index,
+                         const at::Tensor& start, const at::Tensor& mean, const at::Tensor& std,
+                         int64_t context, at::Tensor& states_out, at::Tensor& actions_out,
+                         at::Tensor& rtg_out, at::Tensor& timesteps_out, at::Tensor& mask_out) {
+  const auto cpu = c10::DeviceType::CPU;
+  check_tensor(observations, kOp, "observations", at::kFloat, 2, cpu);
+  check_tensor(actions, kOp, "actions", at::kFloat, 2, cpu);
+  check_tensor(returns_to_go, kOp, "returns_to_go", at::kFloat, 1, cpu);
+  check_tensor(step_start, kOp, "step_start", at::kLong, 1, cpu);
+  check_tensor(lengths, kOp, "lengths", at::kLong, 1, cpu);
+  check_tensor(episode_index, kOp, "episode_index", at::kLong, 1, cpu);
+  check_tensor(start, kOp, "start", at::kLong, 1, cpu);
+  check_tensor(mean, kOp, "mean", at::kFloat, 1, cpu);
+  check_tensor(std, kOp, "std", at::kFloat, 1, cpu);
+  check_tensor(states_out, kOp, "states_out", at::kFloat, 3, cpu);
+  check_tensor(actions_out, kOp, "actions_out", at::kFloat, 3, cpu);
+  check_tensor(rtg_out, kOp, "rtg_out", at::kFloat, 2, cpu);
+  check_tensor(timesteps_out, kOp, "timesteps_out", at::kLong, 2, cpu);
+  check_tensor(mask_out, kOp, "mask_out", at::kBool, 2, cpu);
+  TORCH_CHECK_VALUE(context >= 1, "ssorl.", kOp, ": expected context >= 1 steps. Got ", context,
+                    " instead.");
+  const int64_t R = observations.size(0);
+  const int64_t D = observations.size(1);
+  const int64_t N = actions.size(0);
+  const int64_t A = actions.size(1);
+  const int64_t E = step_start.size(0);
+  const int64_t B = episode_index.size(0);
+  const int64_t K = context;
+  check_size(returns_to_go, kOp, "returns_to_go", 0, N, "one per step, like actions");
+  check_size(lengths, kOp, "lengths", 0, E, "one length per episode");
+  check_size(start, kOp, "start", 0, B, "one start per sample");
+  check_size(mean, kOp, "mean", 0, D, "observation dim");
+  check_size(std, kOp, "std", 0, D, "observation dim");
+  check_size(states_out, kOp, "states_out", 0, B, "batch");
+  check_size(states_out, kOp, "states_out", 1, K, "context");
+  check_size(states_out, kOp, "states_out", 2, D, "observation dim");
+  check_size(actions_out, kOp, "actions_out", 0, B, "batch");
+  check_size(actions_out, kOp, "actions_out", 1, K, "context");
+  check_size(actions_out, kOp, "actions_out", 2, A, "action dim");
+  for (const auto* t : {&rtg_out, &timesteps_out, &mask_out}) {
+    check_size(*t, kOp, "rtg_out/timesteps_out/mask_out", 0, B, "batch");
+    check_size(*t, kOp, "rtg_out/timesteps_out/mask_out", 1, K, "context");
+  }
+
+  const float* X = observations.data_ptr<float>();
+  const float* Act = actions.data_ptr<float>();
+  const float* G = returns_to_go.data_ptr<float>();
+  const int64_t* ss = step_start.data_ptr<int64_t>();
+  const int64_t* len = lengths.data_ptr<int64_t>();
+  const int64_t* ei = episode_index.data_ptr<int64_t>();
+  const int64_t* st = start.data_ptr<int64_t>();
+  const float* mu = mean.data_ptr<float>();
+  const float* sd = std.data_ptr<float>();
+  float* S = states_out.data_ptr<float>();
+  float* AO = actions_out.data_ptr<float>();
+  float* RO = rtg_out.data_ptr<float>();
+  int64_t* TO = timesteps_out.data_ptr<int64_t>();
+  bool* M = mask_out.data_ptr<bool>();
+  check_samples(R, N, E, ss, len, ei, st, B);
+
+  const int64_t grain = std::max<int64_t>(1, 8192 / std::max<int64_t>(1, K * (D + A + 4)));
+  at::parallel_for(0, B, grain, [&](int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; ++b) {
+      if (b + kPrefetchAhead < b1) {
+        const int64_t a = b + kPrefetchAhead;
+        const int64_t n = std::min(K, len[ei[a]] - st[a]);
+        const int64_t g = ss[ei[a]] + st[a];
+        prefetch_range(X + (g + ei[a]) * D, n * D * sizeof(float));
+        prefetch_range(Act + g * A, n * A * sizeof(float));
+        prefetch_range(G + g, n * sizeof(float));
+      }
+      const int64_t e = ei[b];
+      const int64_t t0 = st[b];
+      const int64_t L = std::min(K, len[e] - t0);  // real steps, placed last
+      const int64_t pad = K - L;
+      const int64_t g0 = ss[e] + t0;  // global step of the first real step
+      float* s_b = S + b * K * D;
+      float* a_b = AO + b * K * A;
+      std::memset(s_b, 0, sizeof(float) * pad * D);
+      std::memset(a_b, 0, sizeof(float) * pad * A);
+      std::memset(RO + b * K, 0, sizeof(float) * pad);
+      std::memset(TO + b * K, 0, sizeof(int64_t) * pad);
+      std::memset(M + b * K, 0, sizeof(bool) * pad);
+      const float* x = X + (g0 + e) * D;
+      float* y = s_b + pad * D;
+      for (int64_t i = 0; i < L; ++i) {
+        for (int64_t d = 0; d < D; ++d) {
+          y[i * D + d] = (x[i * D + d] - mu[d]) / sd[d];
+        }
+      }
+      std::memcpy(a_b + pad * A, Act + g0 * A, sizeof(float) * L * A);
+      std::memcpy(RO + b * K + pad, G + g0, sizeof(float) * L);
+      int64_t* ts = TO + b * K + pad;
+      bool* m = M + b * K + pad;
+      for (int64_t i = 0; i < L; ++i) {
+        ts[i] = t0 + i;
+        m[i] = true;
+      }
+    }
+  });
+}
+
+TORCH_LIBRARY_IMPL(ssorl, CPU, m) { m.impl("subtrajectories", &subtrajectories_cpu); }
+
+}  // namespace ssorl

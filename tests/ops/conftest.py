@@ -1,0 +1,55 @@
+"""Fixtures and builders shared by the kernel tests."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from ssorl_data import ops
+from ssorl_data.errors import KernelBuildWarning
+
+BACKENDS = ("cpp", "numba")
+# Without a C++ compiler the cpp cases are skipped; with one, a broken build fails them.
+HAS_COMPILER = shutil.which(os.environ.get("CXX", "c++")) is not None
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _default_backend() -> None:
+    """Resolve the default backend once; its fallback warning is tested in test_backend.py."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", KernelBuildWarning)
+        ops.backend_info()
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    """Each test runs once per backend; the C++ one is built (and cached) on first use."""
+    if request.param == "cpp" and not HAS_COMPILER:
+        pytest.skip("no C++ compiler on PATH: the cpp backend cannot be built here")
+    return request.param
+
+
+class Table:
+    """A random episode table with observations [N + E, D], actions [N, A], rewards [N]."""
+
+    def __init__(self, lengths: list[int], n_dim: int, n_act: int, seed: int) -> None:
+        rng = np.random.default_rng(seed)
+        self.lengths = np.asarray(lengths, np.int64)
+        self.step_start = np.concatenate([[0], np.cumsum(self.lengths)[:-1]]).astype(np.int64)
+        self.n_steps = int(self.lengths.sum())
+        n_rows = self.n_steps + len(lengths)
+        self.observations = rng.standard_normal((n_rows, n_dim)).astype(np.float32) * 3
+        self.actions = rng.uniform(-1, 1, (self.n_steps, n_act)).astype(np.float32)
+        self.rewards = rng.standard_normal(self.n_steps).astype(np.float32)
+        self.mean = rng.standard_normal(n_dim).astype(np.float32)
+        self.std = rng.uniform(0.1, 3.0, n_dim).astype(np.float32)
+        self.episode_of_step = np.repeat(np.arange(len(lengths)), self.lengths)
+
+    def t(self, name: str) -> torch.Tensor:
+        """An attribute as a torch tensor sharing memory."""
+        return torch.from_numpy(getattr(self, name))
