@@ -276,11 +276,15 @@ class TrajectoryStore:
 
     # ------------------------------------------------------------------ writing
     @contextmanager
-    def appending(self, source: str = "episodes") -> Iterator[Appender]:
+    def appending(
+        self, source: str = "episodes", provenance: dict[str, Any] | None = None
+    ) -> Iterator[Appender]:
         """A transaction: episodes added inside become visible together on clean exit.
 
         On an exception nothing is committed; the rows written past the committed
         sizes are ignored by readers and overwritten by the next append.
+        `provenance` (where the episodes came from) is appended to the store's
+        `extra["imports"]` in the same atomic commit.
         """
         if self.mode != "a" or self._lock is None:
             raise ReadOnlyStoreError(
@@ -291,9 +295,16 @@ class TrajectoryStore:
         try:
             yield appender
             n_steps, n_episodes = appender.finish()
+            extra = self.metadata.extra
+            if provenance is not None:
+                extra = {**extra, "imports": [*extra.get("imports", []), provenance]}
             # The commit: one atomic replace of the group's zarr.json.
-            self._group.update_attributes({"n_steps": n_steps, "n_episodes": n_episodes})
-            self.metadata = replace(self.metadata, n_steps=n_steps, n_episodes=n_episodes)
+            self._group.update_attributes(
+                {"n_steps": n_steps, "n_episodes": n_episodes, "extra": extra}
+            )
+            self.metadata = replace(
+                self.metadata, n_steps=n_steps, n_episodes=n_episodes, extra=extra
+            )
         finally:
             appender.close()
 

@@ -199,3 +199,53 @@ def verify(store, quiet) -> None:
         click.echo(f"violation: {violation}")
     click.echo(f"{len(report.violations)} violation(s) in {store}", err=True)
     sys.exit(1)
+
+
+@data.command()
+@click.argument("env_id")
+@click.option(
+    "--out", "store", type=click.Path(path_type=Path), required=True, help="Path of the new store."
+)
+@click.option(
+    "--steps",
+    type=click.IntRange(min=1),
+    required=True,
+    help="Steps to collect; the episodes running at the end are truncated there.",
+)
+@click.option(
+    "--policy",
+    default="random",
+    show_default=True,
+    help="random: uniform actions from the action space.",
+)
+@click.option(
+    "--envs",
+    "n_envs",
+    type=click.IntRange(min=1),
+    default=4,
+    show_default=True,
+    help="Environments stepped together (gymnasium sync vector env).",
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seeds envs and policy.")
+@click.option("--no-actions", is_flag=True, help="Record the episodes action-free.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@fail_on_ssorl_errors
+def collect(env_id, store, steps, policy, n_envs, seed, no_actions, quiet) -> None:
+    """Roll out a policy in ENV_ID and write the episodes into a new store.
+
+    Python API: ssorl_data.collect.collect.
+    """
+    from ssorl_data.collect import collect as collect_episodes
+
+    if policy != "random":
+        raise click.BadParameter(f"Expected 'random'. Got {policy!r}.", param_hint="--policy")
+    collect_episodes(
+        env_id,
+        store,
+        steps,
+        n_envs=n_envs,
+        seed=seed,
+        record_actions=not no_actions,
+        progress=not quiet,
+    )
+    click.echo(f"collected {steps} steps of {env_id} into {store}")

@@ -85,7 +85,6 @@ def import_dataset(
             compression_level=compression_level,
             ref_min_score=src.ref_min_score,
             ref_max_score=src.ref_max_score,
-            extra={"imports": [src.provenance]},
         )
     else:
         store = TrajectoryStore.open(store_path, mode="a")
@@ -101,7 +100,7 @@ def import_dataset(
                 disable=not progress,
                 desc=f"import {Path(src.description).name}",
             )
-            with store.appending(src.description) as appender:
+            with store.appending(src.description, src.provenance) as appender:
                 for batch in src.batches():
                     appender.add(batch)
                     bar.update(batch.n_steps)

@@ -22,3 +22,17 @@ def test_action_free_collection_records_no_actions(tmp_path):
     collect("Hopper-v5", tmp_path / "s", 100, n_envs=2, record_actions=False, progress=False)
     with TrajectoryStore.open(tmp_path / "s") as store:
         assert not store.read_steps("action_mask", 0, store.n_steps).any()
+
+
+def test_collect_command_writes_a_store(tmp_path):
+    from click.testing import CliRunner
+
+    from ssorl_data.cli.main import cli
+
+    result = CliRunner().invoke(
+        cli,
+        ["data", "collect", "Hopper-v5", "--out", str(tmp_path / "s"), "--steps", "50", "--quiet"],
+    )
+    assert result.exit_code == 0, result.output
+    with TrajectoryStore.open(tmp_path / "s") as store:
+        assert store.n_steps == 52  # whole vector steps: 13 x 4 envs

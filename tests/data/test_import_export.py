@@ -208,6 +208,7 @@ def test_append_requires_the_flag_and_matching_spaces(tmp_path):
     import_dataset(from_arrays(GOOD), tmp_path / "s", append=True, progress=False)
     with TrajectoryStore.open(tmp_path / "s") as store:
         assert store.n_episodes == 4
+        assert [p["source"] for p in store.metadata.extra["imports"]] == ["arrays", "arrays"]
     wider = {**GOOD, "observations": np.zeros((4, 5), np.float32)}
     with pytest.raises(SpaceMismatchError, match="observation space"):
         import_dataset(from_arrays(wider), tmp_path / "s", append=True, progress=False)
