@@ -46,7 +46,8 @@ def update_readme() -> None:
         if not (RESULTS / f"{name}.json").exists():
             continue
         block = f"<!-- {name} -->\n{render(name)}\n<!-- /{name} -->"
-        text = re.sub(rf"<!-- {name} -->.*?<!-- /{name} -->", lambda _: block, text, flags=re.S)
+        pattern = re.compile(rf"<!-- {name} -->.*?<!-- /{name} -->", flags=re.S)
+        text = pattern.sub(block.replace("\\", "\\\\"), text)
     README.write_text(text)
 
 
