@@ -102,6 +102,45 @@ def minari_create(arrays: dict[str, np.ndarray], root: Path, env_id: str) -> Non
         )
 
 
+def chunk_sweep(arrays, args, fresh, mb: float) -> list[dict]:
+    """Write and whole-store read throughput of ssorl for a few chunk lengths."""
+    from ssorl_data.store import TrajectoryStore
+
+    def read_all(path: Path) -> None:
+        with TrajectoryStore.open(path) as store:
+            for _ in store.iter_batches():
+                pass
+
+    sweep = []
+    for chunk in (8_192, 16_384, 32_768, 65_536, 131_072):
+        path = fresh(f"chunk{chunk}")
+
+        def write(chunk: int = chunk, path: Path = path) -> None:
+            shutil.rmtree(path, ignore_errors=True)
+            import_dataset(
+                from_arrays(arrays, env_id=args.env), path, chunk_steps=chunk, progress=False
+            )
+
+        def read(path: Path = path) -> None:
+            read_all(path)
+
+        times = best_of_interleaved(args.repeats, {"write": write, "read": read})
+        size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 1e6
+        sweep.append(
+            {
+                "chunk_steps": chunk,
+                "write_mb_per_s": mb / times["write"],
+                "read_mb_per_s": mb / times["read"],
+                "disk_mb": size,
+            }
+        )
+        print(
+            f"chunk {chunk:>7}: write {mb / times['write']:7.1f} MB/s, "
+            f"read {mb / times['read']:7.1f} MB/s, {size:.1f} MB on disk"
+        )
+    return sweep
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=5)
@@ -139,6 +178,7 @@ def main() -> None:
     for method, seconds in best_of_interleaved(args.repeats, runs).items():
         rows.append({"method": method, "seconds": seconds, "mb_per_s": mb / seconds})
         print(f"{method:>10}: {mb / seconds:8.1f} MB/s ({seconds:.3f} s)")
+    sweep = chunk_sweep(arrays, args, fresh, mb)
     raw = next(r["mb_per_s"] for r in rows if r["method"] == "zarr_raw")
     for row in rows:
         row["ratio_to_zarr_raw"] = row["mb_per_s"] / raw
@@ -151,6 +191,7 @@ def main() -> None:
             "megabytes": mb,
             "repeats": args.repeats,
             "rows": rows,
+            "chunk_sweep": sweep,
         },
     )
     print(f"ssorl / zarr_raw = {rows[0]['ratio_to_zarr_raw']:.2f}; written to {path}")

@@ -1,6 +1,6 @@
 """Render benchmarks/results/*.json as the README's Markdown tables.
 
-    python -m benchmarks.tables          # rewrite the README blocks between <!-- name --> markers
+python -m benchmarks.tables          # rewrite the README blocks between <!-- name --> markers
 """
 
 from __future__ import annotations
@@ -18,21 +18,46 @@ def _markdown(rows: list[dict], columns: list[tuple[str, str, str]]) -> str:
     head = "| " + " | ".join(title for _, title, _ in columns) + " |"
     rule = "| " + " | ".join("---" for _ in columns) + " |"
     body = [
-        "| " + " | ".join(format(row.get(key, ""), fmt) if key in row else "-"
-                          for key, _, fmt in columns) + " |"
+        "| "
+        + " | ".join(
+            format(row.get(key, ""), fmt) if key in row else "-" for key, _, fmt in columns
+        )
+        + " |"
         for row in rows
     ]
     return "\n".join([head, rule, *body])
 
 
 def store_table(result: dict) -> str:
-    return _markdown(result["rows"], [
-        ("method", "method", ""), ("mb_per_s", "MB/s", ".1f"),
-        ("ratio_to_zarr_raw", "vs zarr_raw", ".2f"), ("seconds", "seconds", ".3f"),
-    ])
+    return _markdown(
+        result["rows"],
+        [
+            ("method", "method", ""),
+            ("mb_per_s", "MB/s", ".1f"),
+            ("ratio_to_zarr_raw", "vs zarr_raw", ".2f"),
+            ("seconds", "seconds", ".3f"),
+        ],
+    )
 
 
-RENDERERS = {"store": store_table}
+def chunk_table(result: dict) -> str:
+    return _markdown(
+        result["chunk_sweep"],
+        [
+            ("chunk_steps", "chunk (rows)", ","),
+            ("write_mb_per_s", "write MB/s", ".1f"),
+            ("read_mb_per_s", "read MB/s", ".1f"),
+            ("disk_mb", "MB on disk", ".1f"),
+        ],
+    )
+
+
+def store_tables(result: dict) -> str:
+    title = "Chunk length (ssorl, Blosc-zstd level 3):"
+    return f"{store_table(result)}\n\n{title}\n\n{chunk_table(result)}"
+
+
+RENDERERS = {"store": store_tables}
 
 
 def render(name: str) -> str:
