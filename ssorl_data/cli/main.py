@@ -16,6 +16,8 @@ from ssorl_data import __version__
 COMMANDS: dict[str, str] = {
     "data": "ssorl_data.cli.data:data",
     "quickstart": "ssorl_data.cli.quickstart:quickstart",
+    "train": "ssorl_train.cli:train",
+    "eval": "ssorl_train.cli:evaluate",
 }
 
 
