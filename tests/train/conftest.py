@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import sys
 import types
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -96,6 +97,12 @@ def make_training_data(
         env_id=env_id,
         **kwargs,
     )
+
+
+@pytest.fixture
+def make_data() -> Callable[..., TrainingData]:
+    """Factory of small synthetic training data (see `make_training_data`)."""
+    return make_training_data
 
 
 @pytest.fixture
