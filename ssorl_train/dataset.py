@@ -238,6 +238,11 @@ class TrainingData:
         actions = np.where(mask[:, None], actions, 0.0).astype(np.float32)
         low = actions[mask].min(0) if action_low is None else np.asarray(action_low, np.float32)
         high = actions[mask].max(0) if action_high is None else np.asarray(action_high, np.float32)
+        if not (high > low).all():
+            raise TrainingDataError(
+                f"Expected action_high > action_low in every dimension. Got low {low!r} and "
+                f"high {high!r}: pass the action space's bounds."
+            )
         std = observations.std(0)
         step_start = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
         return cls(
@@ -257,6 +262,39 @@ class TrainingData:
             else torch.as_tensor(np.asarray(step_weight, np.float32).copy()),
             n_recorded=int(mask.sum()) - n_proxy if n_recorded is None else n_recorded,
             n_proxy=n_proxy,
+            env_id=env_id,
+            ref_min_score=ref_min_score,
+            ref_max_score=ref_max_score,
+        )
+
+    @classmethod
+    def from_selection(
+        cls,
+        observations: np.ndarray,
+        rewards: np.ndarray,
+        terminations: np.ndarray,
+        lengths: np.ndarray,
+        selection: Selection,
+        *,
+        action_low: np.ndarray | None = None,
+        action_high: np.ndarray | None = None,
+        env_id: str | None = None,
+        ref_min_score: float | None = None,
+        ref_max_score: float | None = None,
+    ) -> TrainingData:
+        """`from_arrays` with the actions, mask, weights and counts of `select_actions`."""
+        return cls.from_arrays(
+            observations,
+            selection.actions,
+            rewards,
+            terminations,
+            lengths,
+            step_mask=selection.step_mask,
+            step_weight=selection.step_weight,
+            n_recorded=selection.n_recorded,
+            n_proxy=selection.n_proxy,
+            action_low=action_low,
+            action_high=action_high,
             env_id=env_id,
             ref_min_score=ref_min_score,
             ref_max_score=ref_max_score,

@@ -42,7 +42,7 @@ class LoopConfig:
 def _make_sampler(
     algorithm: Algorithm, data: TrainingData, seed: int, device: torch.device
 ) -> StepPicker:
-    c = algorithm.config  # type: ignore[attr-defined]
+    c = algorithm.config
     if algorithm.batch_kind == "subtrajectories":
         return SubtrajectorySampler(data, c.batch_size, c.context, c.return_scale, seed, device)
     return TransitionSampler(data, c.batch_size, seed, device)
@@ -158,6 +158,8 @@ def train(
         sampler.load_state_dict(state["sampler"])
         _set_rng_state(state["rng"])
         start = int(meta["step"])
+        if start >= loop.steps and (out / "summary.json").exists():
+            return json.loads((out / "summary.json").read_text())  # finished already
         for name in ("log.csv", "eval.csv"):
             _truncate_csv(out / name, start)
     (out / "config.json").write_text(json.dumps(run_config, indent=1))

@@ -34,6 +34,7 @@ class Algorithm(ABC):
     that make up their training state; `step` counts updates.
     """
 
+    config: Any  # the algorithm's frozen config dataclass
     batch_kind: ClassVar[Literal["transitions", "subtrajectories"]] = "transitions"
     _state_names: ClassVar[tuple[str, ...]] = ()
 

@@ -100,20 +100,31 @@ def test_from_arrays_checks_the_t_plus_one_layout() -> None:
         )
 
 
-def test_from_arrays_keeps_selection_and_zeroes_masked_actions() -> None:
-    s = select_actions(RECORDED, MASK, [True] * 3, LENGTHS, "labelled-only")
-    data = TrainingData.from_arrays(
-        np.arange(18.0).reshape(9, 2),
-        s.actions,
-        np.zeros(6),
-        np.zeros(6),
-        LENGTHS,
-        step_mask=s.step_mask,
+def test_from_selection_keeps_mask_counts_and_zeroed_actions() -> None:
+    s = select_actions(RECORDED, MASK, [True, False, True], LENGTHS, "semi-supervised", PROXY)
+    data = TrainingData.from_selection(
+        np.arange(18.0).reshape(9, 2), np.zeros(6), np.zeros(6), LENGTHS, s
     )
     assert data.step_start.tolist() == [0, 2, 5]
-    assert (data.n_recorded, data.n_proxy) == (3, 0)
+    assert (data.n_recorded, data.n_proxy) == (3, 3)
+    assert data.actions[:, 0].tolist() == [1.0, 2.0, -3.0, -4.0, -5.0, 6.0]
+    assert data.action_low.tolist() == [-5.0] and data.action_high.tolist() == [6.0]
+
+
+def test_from_arrays_zeroes_actions_of_unusable_steps() -> None:
+    s = select_actions(RECORDED, MASK, [True] * 3, LENGTHS, "labelled-only")
+    data = TrainingData.from_arrays(
+        np.zeros((9, 2)), RECORDED, np.zeros(6), np.zeros(6), LENGTHS, step_mask=s.step_mask
+    )
     assert data.actions[:, 0].tolist() == [1.0, 2.0, 0.0, 0.0, 0.0, 6.0]
-    assert data.action_low.tolist() == [1.0] and data.action_high.tolist() == [6.0]
+    assert int(data.step_mask.sum()) == data.n_recorded == 3
+
+
+def test_degenerate_action_bounds_are_refused() -> None:
+    with pytest.raises(TrainingDataError, match="action_high > action_low"):
+        TrainingData.from_arrays(
+            np.zeros((9, 2)), np.ones((6, 1)), np.zeros(6), np.zeros(6), LENGTHS
+        )
 
 
 def _write_d4rl(path, n_steps: int = 7) -> tuple[np.ndarray, np.ndarray]:
@@ -123,7 +134,7 @@ def _write_d4rl(path, n_steps: int = 7) -> tuple[np.ndarray, np.ndarray]:
     terminals[2] = True  # episodes [0, 3), [3, 7) (the file's end closes the last)
     with h5py.File(path, "w") as f:
         f["observations"], f["next_observations"] = obs, next_obs
-        f["actions"] = np.zeros((n_steps, 1), np.float32)
+        f["actions"] = np.linspace(-1, 1, n_steps, dtype=np.float32)[:, None]
         f["rewards"] = np.ones(n_steps, np.float32)
         f["terminals"], f["timeouts"] = terminals, np.zeros(n_steps, bool)
     return obs, next_obs
