@@ -335,8 +335,9 @@ def load_d4rl_hdf5(path: str | Path) -> TrainingData:
     observations[stop - 1 + np.arange(len(stop)) + 1] = next_obs[stop - 1]
     low = high = None
     if env_id is not None:
-        space = gymnasium.spec(env_id).make().action_space
-        low, high = space.low, space.high
+        env = gymnasium.make(env_id)
+        low, high = env.action_space.low, env.action_space.high
+        env.close()
     return TrainingData.from_arrays(
         observations,
         actions,

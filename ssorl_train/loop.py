@@ -71,6 +71,36 @@ def _data_summary(data: TrainingData) -> dict[str, int]:
     }
 
 
+def _save(
+    stem: Path,
+    step: int,
+    algorithm: Algorithm,
+    sampler: StepPicker,
+    data: TrainingData,
+    run_config: dict[str, Any],
+) -> None:
+    """Everything a resumed run or `ssorl eval` needs, after `step` updates."""
+    state = {
+        "algorithm": algorithm.state_dict(),
+        "sampler": sampler.state_dict(),
+        "rng": _rng_state(),
+        "normalizer": {
+            "obs_mean": data.obs_mean,
+            "obs_std": data.obs_std,
+            "action_low": data.action_low,
+            "action_high": data.action_high,
+        },
+    }
+    meta = run_config | {
+        "step": step,
+        "obs_dim": data.obs_dim,
+        "act_dim": data.act_dim,
+        "ref_min_score": data.ref_min_score,
+        "ref_max_score": data.ref_max_score,
+    }
+    save_checkpoint(stem, state, meta)
+
+
 def _truncate_csv(path: Path, step: int) -> None:
     """Drop rows logged after `step` (written after the checkpoint a resume starts from)."""
     if not path.exists():
@@ -216,25 +246,7 @@ def train(
                     eval_return=f"{last_eval.mean_return:.1f}", score=last_eval.normalized_score
                 )
             if (loop.checkpoint_every and step % loop.checkpoint_every == 0) or done:
-                state = {
-                    "algorithm": algorithm.state_dict(),
-                    "sampler": sampler.state_dict(),
-                    "rng": _rng_state(),
-                    "normalizer": {
-                        "obs_mean": data.obs_mean,
-                        "obs_std": data.obs_std,
-                        "action_low": data.action_low,
-                        "action_high": data.action_high,
-                    },
-                }
-                meta = run_config | {
-                    "step": step,
-                    "obs_dim": data.obs_dim,
-                    "act_dim": data.act_dim,
-                    "ref_min_score": data.ref_min_score,
-                    "ref_max_score": data.ref_max_score,
-                }
-                save_checkpoint(stem, state, meta)
+                _save(stem, step, algorithm, sampler, data, run_config)
     finally:
         bar.close()
         writer.close()
