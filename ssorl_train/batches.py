@@ -28,7 +28,7 @@ class StepPicker:
         self._index = torch.empty(batch_size, dtype=torch.int64)
 
     def pick(self) -> torch.Tensor:
-        """[B] int64 global steps (a view of a reused buffer: use before the next call)."""
+        """[B] int64 usable global steps, drawn with the sampler's own generator."""
         if self._cdf is None:
             torch.randint(
                 len(self.usable), self._index.shape, generator=self.generator, out=self._index

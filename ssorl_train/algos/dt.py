@@ -170,7 +170,7 @@ class DTActor:
 
     def __init__(self, dt: DecisionTransformer, num_envs: int, target_return: float) -> None:
         c, dev = dt.config, dt.device
-        self.dt, self.k, self.t = dt, c.context, 0
+        self.dt, self.t = dt, 0
         self.states = torch.zeros(num_envs, c.context, dt.obs_dim, device=dev)
         self.actions = torch.zeros(num_envs, c.context, dt.act_dim, device=dev)
         self.returns_to_go = torch.zeros(num_envs, c.context, device=dev)
@@ -183,11 +183,8 @@ class DTActor:
         for buffer in (self.states, self.actions, self.returns_to_go, self.timesteps, self.mask):
             buffer.copy_(buffer.roll(-1, dims=1))
         self.states[:, -1], self.actions[:, -1] = obs, 0.0
-        self.returns_to_go[:, -1], self.timesteps[:, -1], self.mask[:, -1] = (
-            self.current,
-            self.t,
-            True,
-        )
+        self.returns_to_go[:, -1] = self.current
+        self.timesteps[:, -1], self.mask[:, -1] = self.t, True
         self.dt.model.eval()
         action = self.dt.model(
             self.states, self.actions, self.returns_to_go, self.timesteps, self.mask
