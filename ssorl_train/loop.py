@@ -190,8 +190,8 @@ def train(
         start = int(meta["step"])
         if start >= loop.steps and (out / "summary.json").exists():
             return json.loads((out / "summary.json").read_text())  # finished already
-        for name in ("log.csv", "eval.csv"):
-            _truncate_csv(out / name, start)
+    for name in ("log.csv", "eval.csv"):  # rows written after the checkpoint are redone
+        _truncate_csv(out / name, start)
     (out / "config.json").write_text(json.dumps(run_config, indent=1))
     reference = (
         reference_returns(env_id, data.ref_min_score, data.ref_max_score) if env_id else None
