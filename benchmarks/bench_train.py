@@ -21,10 +21,11 @@ from pathlib import Path
 import click
 import numpy as np
 
+from ssorl_data.reference_scores import normalized_score
 from ssorl_train import loop
 from ssorl_train.algos import make_config
 from ssorl_train.dataset import TrainingData, load_training_data
-from ssorl_train.evaluate import normalized_score, reference_returns
+from ssorl_train.evaluate import reference_returns
 
 ROOT = Path(__file__).resolve().parent
 CORPUS = Path("/work/shared/corpus/Hopper-v5")
@@ -36,7 +37,7 @@ def dataset_normalized_return(data: TrainingData) -> float:
     episode = np.repeat(np.arange(data.n_episodes), data.lengths.numpy())
     returns = np.bincount(episode, weights=data.rewards.numpy().astype(np.float64))
     reference = reference_returns(data.env_id, data.ref_min_score, data.ref_max_score)
-    return float(normalized_score(float(returns.mean()), reference))
+    return normalized_score(float(returns.mean()), *reference)
 
 
 def _write(path: Path, rows: list[dict]) -> None:

@@ -9,16 +9,11 @@ import gymnasium
 import numpy as np
 import torch
 
+from ssorl_data.reference_scores import normalized_score
+from ssorl_data.reference_scores import reference_returns as d4rl_reference_returns
 from ssorl_train.algos import Algorithm, make_algorithm, make_config
 from ssorl_train.checkpoint import load_checkpoint
 from ssorl_train.common import Normalizer, select_device
-
-# D4RL's reference returns (random, expert) by lower-case env id prefix.
-D4RL_REFERENCE_RETURNS: dict[str, tuple[float, float]] = {
-    "hopper": (-20.272305, 3234.3),
-    "halfcheetah": (-280.178953, 12135.0),
-    "walker2d": (1.629008, 4592.3),
-}
 
 
 def reference_returns(
@@ -27,15 +22,7 @@ def reference_returns(
     """The data's reference returns when given, else D4RL's for the env, else None."""
     if ref_min is not None and ref_max is not None:
         return ref_min, ref_max
-    return D4RL_REFERENCE_RETURNS.get(env_id.split("-")[0].lower())
-
-
-def normalized_score(episode_return: float, reference: tuple[float, float] | None) -> float | None:
-    """100 * (R - min) / (max - min), or None without reference returns."""
-    if reference is None:
-        return None
-    low, high = reference
-    return 100.0 * (episode_return - low) / (high - low)
+    return d4rl_reference_returns(env_id)
 
 
 @dataclass(frozen=True)
@@ -80,13 +67,9 @@ def evaluate(
     finally:
         envs.close()
     mean = float(totals.mean())
-    return EvalResult(
-        env_id,
-        totals.tolist(),
-        mean,
-        float(totals.std()),
-        normalized_score(mean, reference or reference_returns(env_id)),
-    )
+    reference = reference or reference_returns(env_id)
+    score = None if reference is None else normalized_score(mean, *reference)
+    return EvalResult(env_id, totals.tolist(), mean, float(totals.std()), score)
 
 
 def load_policy(

@@ -2,12 +2,11 @@
 
 TEMPORARY: `ssorl_data.ops` (the batching kernels) is being written in another
 branch. Until it is merged, a plain NumPy stand-in with the agreed signatures is
-installed here when the real module is missing; the lead removes it on merge.
+installed here when the real module cannot be imported; the lead removes it on merge.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 import types
 from collections.abc import Callable
@@ -58,7 +57,9 @@ def _subtrajectories(
         mask_out[b, context - n :] = True
 
 
-if importlib.util.find_spec("ssorl_data.ops") is None:
+try:
+    import ssorl_data.ops  # noqa: F401  (the real kernels, once merged)
+except ImportError:
     _stand_in = types.ModuleType("ssorl_data.ops")
     _stand_in.__doc__ = "TEMPORARY NumPy stand-in for ssorl_data.ops (tests only)."
     _stand_in.returns_to_go = _returns_to_go
