@@ -138,3 +138,20 @@ def test_evaluation_in_hopper_logs_returns_and_normalised_scores(algo, make_data
         assert [int(r["step"]) for r in csv.DictReader(f)] == [2, 4]
     again = evaluate_checkpoint(tmp_path, episodes=2, seed=7)
     assert again.returns == final["returns"]  # deterministic policy, same seeds
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("algo", ["td3bc", "iql", "cql", "dt"])
+def test_every_algorithm_trains_and_evaluates_on_cuda(algo, make_data, tmp_path) -> None:
+    data = make_data(obs_dim=11, act_dim=3, env_id="Hopper-v5")
+    summary = loop.train(
+        data,
+        algo,
+        make_config(algo, SMALL[algo]),
+        loop.LoopConfig(steps=4, eval_episodes=2, log_every=2),
+        tmp_path,
+        device="cuda",
+        progress=False,
+    )
+    assert summary["final_eval"]["returns"]
