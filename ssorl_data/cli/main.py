@@ -17,6 +17,8 @@ COMMANDS: dict[str, str] = {
     "data": "ssorl_data.cli.data:data",
     "doctor": "ssorl_data.cli.doctor:doctor",
     "quickstart": "ssorl_data.cli.quickstart:quickstart",
+    "train": "ssorl_train.cli:train",
+    "eval": "ssorl_train.cli:evaluate",
 }
 
 

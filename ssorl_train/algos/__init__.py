@@ -1,0 +1,72 @@
+"""The algorithms by name, each with its config dataclass."""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from typing import Any
+
+import torch
+
+from ssorl_train.algos.base import Algorithm
+from ssorl_train.algos.cql import CQL, CQLConfig
+from ssorl_train.algos.dt import DecisionTransformer, DTConfig
+from ssorl_train.algos.iql import IQL, IQLConfig
+from ssorl_train.algos.td3bc import TD3BC, TD3BCConfig
+from ssorl_train.errors import UnknownAlgorithmError
+
+ALGORITHMS: dict[str, tuple[type, type[Algorithm]]] = {
+    "td3bc": (TD3BCConfig, TD3BC),
+    "iql": (IQLConfig, IQL),
+    "cql": (CQLConfig, CQL),
+    "dt": (DTConfig, DecisionTransformer),
+}
+
+__all__ = [
+    "ALGORITHMS",
+    "Algorithm",
+    "make_config",
+    "make_algorithm",
+    "CQLConfig",
+    "DTConfig",
+    "IQLConfig",
+    "TD3BCConfig",
+]
+
+
+def _entry(name: str) -> tuple[type, type[Algorithm]]:
+    if name not in ALGORITHMS:
+        raise UnknownAlgorithmError(
+            f"Expected an algorithm in {sorted(ALGORITHMS)!r}. Got {name!r} instead."
+        )
+    return ALGORITHMS[name]
+
+
+def make_config(name: str, overrides: dict[str, Any] | None = None) -> Any:
+    """The algorithm's config: published defaults, with `overrides` (strings are parsed)."""
+    config_cls, _ = _entry(name)
+    known = {f.name: f for f in fields(config_cls)}
+    values: dict[str, Any] = {}
+    for key, value in (overrides or {}).items():
+        if key not in known:
+            raise ValueError(
+                f"Expected a field of {config_cls.__name__} in {sorted(known)!r}. Got {key!r}."
+            )
+        values[key] = _parse(value, known[key].default) if isinstance(value, str) else value
+    return config_cls(**values)
+
+
+def _parse(text: str, default: Any) -> Any:
+    if text.lower() == "none":
+        return None
+    if isinstance(default, bool):
+        return text.lower() in ("1", "true", "yes")
+    if isinstance(default, int):
+        return int(text)
+    return float(text)
+
+
+def make_algorithm(
+    name: str, config: Any, obs_dim: int, act_dim: int, device: torch.device
+) -> Algorithm:
+    """A fresh algorithm of this name on `device`."""
+    return _entry(name)[1](config, obs_dim, act_dim, device)

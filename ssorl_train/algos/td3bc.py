@@ -1,0 +1,87 @@
+"""TD3+BC: TD3 with a behaviour-cloning term in the actor loss.
+
+Fujimoto & Gu, "A Minimalist Approach to Offline Reinforcement Learning", NeurIPS 2021,
+https://arxiv.org/abs/2106.06860. Defaults are the paper's D4RL locomotion settings
+(states normalised by the data's mean and std, as the paper does).
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ssorl_train.algos.base import Algorithm, q_values, twin_critic
+from ssorl_train.common import mlp, soft_update
+
+
+@dataclass(frozen=True)
+class TD3BCConfig:
+    alpha: float = 2.5  # weight of the Q term relative to BC: lambda = alpha / mean|Q|
+    actor_lr: float = 3e-4  # Adam learning rate of the actor
+    critic_lr: float = 3e-4  # Adam learning rate of both critics
+    batch_size: int = 256  # transitions per update
+    gamma: float = 0.99  # discount
+    tau: float = 0.005  # target networks' Polyak rate
+    policy_noise: float = 0.2  # std of the target policy smoothing noise (unit actions)
+    noise_clip: float = 0.5  # the smoothing noise is clipped to +-noise_clip
+    policy_freq: int = 2  # actor and targets update once every policy_freq critic updates
+    hidden_dim: int = 256  # width of the two hidden layers of every network
+
+
+def td3bc_actor_loss(
+    q: torch.Tensor, policy_actions: torch.Tensor, data_actions: torch.Tensor, alpha: float
+) -> torch.Tensor:
+    """-lambda * mean Q(s, pi(s)) + MSE(pi(s), a), lambda = alpha / mean|Q| (not differentiated)."""
+    lam = alpha / q.abs().mean().detach()
+    return -lam * q.mean() + F.mse_loss(policy_actions, data_actions)
+
+
+class TD3BC(Algorithm):
+    _state_names = ("actor", "actor_target", "critic", "critic_target", "actor_opt", "critic_opt")
+
+    def __init__(
+        self, config: TD3BCConfig, obs_dim: int, act_dim: int, device: torch.device
+    ) -> None:
+        super().__init__(device)
+        self.config = config
+        self.actor = nn.Sequential(mlp(obs_dim, act_dim, config.hidden_dim), nn.Tanh()).to(device)
+        self.critic = twin_critic(obs_dim, act_dim, config.hidden_dim, 2).to(device)
+        self.actor_target = copy.deepcopy(self.actor).requires_grad_(False)
+        self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
+        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=config.actor_lr)
+        self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=config.critic_lr)
+
+    def update(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+        c = self.config
+        obs, actions = batch["observations"], batch["actions"]  # [B, D], [B, A]
+        self.step += 1
+        with torch.no_grad():
+            noise = (torch.randn_like(actions) * c.policy_noise).clamp(-c.noise_clip, c.noise_clip)
+            next_actions = (self.actor_target(batch["next_observations"]) + noise).clamp(-1, 1)
+            target_q = q_values(self.critic_target, batch["next_observations"], next_actions)
+            target = batch["rewards"] + (1 - batch["dones"]) * c.gamma * target_q.min(0).values
+        q = q_values(self.critic, obs, actions)  # [2, B]
+        critic_loss = F.mse_loss(q, target.expand_as(q), reduction="none").mean(1).sum()
+        self.critic_opt.zero_grad(set_to_none=True)
+        critic_loss.backward()
+        self.critic_opt.step()
+        metrics = {"critic_loss": critic_loss.item(), "q_mean": q.mean().item()}
+        if self.step % c.policy_freq == 0:
+            policy_actions = self.actor(obs)
+            q_pi = self.critic[0](torch.cat([obs, policy_actions], -1)).squeeze(-1)
+            actor_loss = td3bc_actor_loss(q_pi, policy_actions, actions, c.alpha)
+            self.actor_opt.zero_grad(set_to_none=True)
+            actor_loss.backward()
+            self.actor_opt.step()
+            soft_update(self.critic_target, self.critic, c.tau)
+            soft_update(self.actor_target, self.actor, c.tau)
+            metrics["actor_loss"] = actor_loss.item()
+        return metrics
+
+    @torch.no_grad()
+    def act(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.actor(obs)

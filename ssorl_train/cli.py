@@ -1,0 +1,147 @@
+"""`ssorl train` and `ssorl eval`: thin wrappers over `ssorl_train.loop.train` and
+`ssorl_train.evaluate.evaluate_checkpoint`."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from ssorl_train.dataset import MODES
+
+
+@click.command(context_settings={"show_default": True})
+@click.argument("store", type=click.Path(exists=True))
+@click.option(
+    "--algo",
+    type=click.Choice(["td3bc", "iql", "cql", "dt"]),
+    required=True,
+    help="Algorithm: TD3+BC, IQL, CQL or Decision Transformer.",
+)
+@click.option(
+    "--mode",
+    type=click.Choice(MODES),
+    default="full",
+    help="full: every recorded action; labelled-only: recorded actions of the "
+    "split's visible episodes; semi-supervised: those plus proxy actions elsewhere.",
+)
+@click.option("--split", default=None, help="Split naming the episodes whose actions are visible.")
+@click.option("--relabel", default=None, help="Relabel run whose proxy actions fill the rest.")
+@click.option(
+    "--drop-uncertain",
+    type=float,
+    default=0.0,
+    help="Drop this fraction of proxy steps, the most uncertain first.",
+)
+@click.option(
+    "--weight-beta",
+    type=float,
+    default=None,
+    help="Sample proxy steps with weight exp(-beta * u / median u).",
+)
+@click.option("--steps", type=int, required=True, help="Gradient steps in all.")
+@click.option("--out", "out_dir", type=click.Path(), required=True, help="Run directory.")
+@click.option("--eval-every", type=int, default=10_000, help="Steps between evaluations; 0: end.")
+@click.option("--eval-episodes", type=int, default=10, help="Episodes per evaluation.")
+@click.option(
+    "--checkpoint-every", type=int, default=10_000, help="Steps between checkpoints; 0: end only."
+)
+@click.option("--log-every", type=int, default=1_000, help="Steps averaged per log row.")
+@click.option("--env", "env_id", default=None, help="Env to evaluate in (default: the data's).")
+@click.option("--resume", is_flag=True, help="Continue the checkpoint in --out exactly.")
+@click.option("--seed", type=int, default=0, help="Seed of networks, batches and eval envs.")
+@click.option("--device", default=None, help="torch device (default: cuda if present, else cpu).")
+@click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override an algorithm config field, e.g. --set alpha=2.5 (repeatable).",
+)
+@click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
+def train(
+    store: str,
+    algo: str,
+    mode: str,
+    split: str | None,
+    relabel: str | None,
+    drop_uncertain: float,
+    weight_beta: float | None,
+    steps: int,
+    out_dir: str,
+    eval_every: int,
+    eval_episodes: int,
+    checkpoint_every: int,
+    log_every: int,
+    env_id: str | None,
+    resume: bool,
+    seed: int,
+    device: str | None,
+    overrides: tuple[str, ...],
+    no_progress: bool,
+) -> None:
+    """Train an offline RL agent on STORE and write logs, checkpoints and a summary to --out.
+
+    Defaults are the published D4RL hyperparameters of each algorithm. The run directory
+    gets log.csv, eval.csv, TensorBoard events (tb/), checkpoint.{safetensors,json} and
+    summary.json; `--resume` continues a killed run bit for bit. STORE may be a
+    D4RL-layout .hdf5 file (mode full).
+    """
+    from ssorl_train import loop
+    from ssorl_train.algos import make_config
+    from ssorl_train.dataset import load_training_data
+
+    pairs = dict(_split_override(item) for item in overrides)
+    config = make_config(algo, pairs)
+    data = load_training_data(store, mode, split, relabel, drop_uncertain, weight_beta)
+    loop_config = loop.LoopConfig(
+        steps=steps,
+        seed=seed,
+        eval_every=eval_every,
+        eval_episodes=eval_episodes,
+        checkpoint_every=checkpoint_every,
+        log_every=log_every,
+        env_id=env_id,
+    )
+    summary = loop.train(
+        data,
+        algo,
+        config,
+        loop_config,
+        out_dir,
+        resume=resume,
+        device=device,
+        progress=not no_progress,
+    )
+    click.echo(json.dumps(summary, indent=1))
+
+
+def _split_override(item: str) -> tuple[str, str]:
+    key, sep, value = item.partition("=")
+    if not sep:
+        raise click.BadParameter(f"Expected KEY=VALUE. Got {item!r}.", param_hint="--set")
+    return key.strip().replace("-", "_"), value.strip()
+
+
+@click.command(context_settings={"show_default": True})
+@click.argument("checkpoint", type=click.Path(exists=True))
+@click.option("--env", "env_id", default=None, help="Env id (default: the training data's).")
+@click.option("--episodes", type=int, default=10, help="Episodes, run in parallel envs.")
+@click.option("--seed", type=int, default=0, help="Episode i is seeded seed + i.")
+@click.option("--device", default=None, help="torch device (default: cuda if present, else cpu).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def evaluate(
+    checkpoint: str, env_id: str | None, episodes: int, seed: int, device: str | None, as_json: bool
+) -> None:
+    """Evaluate CHECKPOINT (a run directory or checkpoint file): returns and normalised score."""
+    from ssorl_train.evaluate import evaluate_checkpoint
+
+    result = evaluate_checkpoint(checkpoint, env_id, episodes, seed, device)
+    if as_json:
+        click.echo(json.dumps(result.to_dict()))
+        return
+    score = "n/a" if result.normalized_score is None else f"{result.normalized_score:.1f}"
+    click.echo(
+        f"{result.env_id}: return {result.mean_return:.1f} +- {result.std_return:.1f} "
+        f"over {len(result.returns)} episodes, normalised score {score}"
+    )

@@ -1,0 +1,382 @@
+"""Training data in RAM: the arrays an offline RL algorithm trains on.
+
+An algorithm never opens a store. `TrainingData` holds torch tensors in the store's
+time-major layout (episodes concatenated, T+1 observations per episode), and
+`select_actions` is the pure rule that decides which action each step trains on
+for a mode (full / labelled-only / semi-supervised) and uncertainty filter.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+
+from ssorl_train.common import Normalizer
+from ssorl_train.errors import EmptyTrainingDataError, MissingRelabelError, TrainingDataError
+
+Mode = Literal["full", "labelled-only", "semi-supervised"]
+MODES: tuple[str, ...] = ("full", "labelled-only", "semi-supervised")
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which action each step trains on, and whether and how much it counts."""
+
+    actions: np.ndarray  # [N, A] float32, finite everywhere (0 where a step is unusable)
+    step_mask: np.ndarray  # [N] bool, steps usable for training
+    step_weight: np.ndarray | None  # [N] float32 sampling weight in (0, 1], or None = uniform
+    n_recorded: int  # usable steps with a recorded action
+    n_proxy: int  # usable steps with an IDM proxy action
+
+
+def select_actions(
+    recorded_actions: np.ndarray,
+    action_mask: np.ndarray,
+    episode_visible: np.ndarray,
+    lengths: np.ndarray,
+    mode: Mode,
+    proxy_actions: np.ndarray | None = None,
+    uncertainty: np.ndarray | None = None,
+    drop_uncertain: float = 0.0,
+    weight_beta: float | None = None,
+) -> Selection:
+    """Choose the action every step trains on.
+
+    - ``full``: every recorded action, splits ignored (the fully labelled baseline).
+    - ``labelled-only``: recorded actions of the episodes the split makes visible.
+    - ``semi-supervised``: those, plus the IDM's proxy action on every other step.
+
+    Filters touch proxy steps only: ``drop_uncertain`` drops that fraction of them
+    with the highest uncertainty; ``weight_beta`` sets their sampling weight to
+    ``exp(-beta * u / median(u))`` (recorded steps weigh 1), so the rule does not
+    depend on the scale of the uncertainty.
+    """
+    recorded_actions = np.asarray(recorded_actions, dtype=np.float32)
+    action_mask = np.asarray(action_mask, dtype=bool)
+    n_steps = recorded_actions.shape[0]
+    if action_mask.shape != (n_steps,):
+        raise TrainingDataError(
+            f"Expected action_mask of shape {(n_steps,)!r}. Got {action_mask.shape!r} instead."
+        )
+    lengths = np.asarray(lengths, dtype=np.int64)
+    if int(lengths.sum()) != n_steps or np.shape(episode_visible) != lengths.shape:
+        raise TrainingDataError(
+            f"Expected episode lengths summing to {n_steps} and one visibility flag per "
+            f"episode. Got lengths summing to {int(lengths.sum())} and "
+            f"{np.shape(episode_visible)[0]} flags for {lengths.shape[0]} episodes instead."
+        )
+    if mode not in MODES:
+        raise ValueError(f"Expected mode in {MODES!r}. Got {mode!r} instead.")
+    if not 0.0 <= drop_uncertain < 1.0:
+        raise ValueError(f"Expected 0 <= drop_uncertain < 1. Got {drop_uncertain!r} instead.")
+    visible = np.repeat(np.asarray(episode_visible, dtype=bool), lengths)  # [N]
+    use_recorded = action_mask if mode == "full" else action_mask & visible
+    actions = np.where(use_recorded[:, None], recorded_actions, 0.0).astype(np.float32)
+    step_mask = use_recorded.copy()
+    step_weight = None
+    use_proxy = np.zeros(n_steps, dtype=bool)
+    if mode == "semi-supervised":
+        if proxy_actions is None:
+            raise MissingRelabelError(
+                "Semi-supervised training needs proxy actions. Got none: pass a relabel "
+                "run (`ssorl relabel` writes one, `--relabel NAME` selects it)."
+            )
+        proxy_actions = np.asarray(proxy_actions, dtype=np.float32)
+        use_proxy = ~use_recorded
+        if (drop_uncertain > 0 or weight_beta is not None) and uncertainty is None:
+            raise MissingRelabelError(
+                "Uncertainty filtering or weighting needs the relabel run's uncertainty. "
+                "Got none: drop the filter or use a relabel run that recorded uncertainty."
+            )
+        if drop_uncertain > 0 and use_proxy.any():
+            u = np.asarray(uncertainty, dtype=np.float64)
+            n_drop = int(np.floor(drop_uncertain * use_proxy.sum()))
+            proxy_index = np.flatnonzero(use_proxy)
+            # stable sort: ties keep step order, so the choice is reproducible
+            worst = proxy_index[np.argsort(-u[proxy_index], kind="stable")[:n_drop]]
+            use_proxy[worst] = False
+        if not np.isfinite(proxy_actions[use_proxy]).all():
+            raise TrainingDataError(
+                "Expected finite proxy actions on every step that uses them. Got NaN or inf: "
+                "the relabel run is incomplete; resume it with `ssorl relabel`."
+            )
+        actions[use_proxy] = proxy_actions[use_proxy]
+        step_mask |= use_proxy
+        if weight_beta is not None:
+            u = np.asarray(uncertainty, dtype=np.float64)
+            scale = float(np.median(u[use_proxy])) if use_proxy.any() else 1.0
+            weight = np.exp(-weight_beta * u / max(scale, 1e-12))
+            step_weight = np.where(use_proxy, weight, 1.0).astype(np.float32)
+            step_weight[~step_mask] = 0.0
+    if not step_mask.any():
+        raise EmptyTrainingDataError(
+            f"Mode {mode!r} leaves no step to train on ({int(action_mask.sum())} of "
+            f"{n_steps} steps have recorded actions, {int(visible.sum())} are in visible "
+            "episodes). Use a split that shows some labelled episodes, or "
+            "--mode semi-supervised with a relabel run."
+        )
+    return Selection(
+        actions=actions,
+        step_mask=step_mask,
+        step_weight=step_weight,
+        n_recorded=int(use_recorded.sum()),
+        n_proxy=int(use_proxy.sum()),
+    )
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    """Everything an algorithm trains on, as torch tensors in RAM.
+
+    Global step g of episode e has observation row g + e and next observation g + e + 1.
+    """
+
+    observations: torch.Tensor  # [N + E, D] float32, T+1 rows per episode
+    actions: torch.Tensor  # [N, A] float32, finite (0 where step_mask is False)
+    rewards: torch.Tensor  # [N] float32
+    terminations: torch.Tensor  # [N] bool, true terminal states (not time limits)
+    step_start: torch.Tensor  # [E] int64, first global step of each episode
+    lengths: torch.Tensor  # [E] int64, steps per episode (T)
+    obs_mean: torch.Tensor  # [D] float32, for normalising observations
+    obs_std: torch.Tensor  # [D] float32, > 0
+    action_low: torch.Tensor  # [A] float32, lower bound of the action space
+    action_high: torch.Tensor  # [A] float32, upper bound of the action space
+    step_mask: torch.Tensor  # [N] bool, steps usable for training
+    step_weight: torch.Tensor | None  # [N] float32 sampling weights, None = uniform
+    n_recorded: int  # usable steps with a recorded action
+    n_proxy: int  # usable steps with a proxy action
+    env_id: str | None = None  # gymnasium id to evaluate in, when known
+    ref_min_score: float | None = None  # reference returns for normalised scores, when
+    ref_max_score: float | None = None  # the data carries them (else D4RL's by env id)
+
+    @property
+    def n_steps(self) -> int:
+        return int(self.actions.shape[0])
+
+    @property
+    def n_episodes(self) -> int:
+        return int(self.lengths.shape[0])
+
+    @property
+    def obs_dim(self) -> int:
+        return int(self.observations.shape[1])
+
+    @property
+    def act_dim(self) -> int:
+        return int(self.actions.shape[1])
+
+    def normalizer(self) -> Normalizer:
+        """The data's observation and action normalisation, on the CPU."""
+        return Normalizer(self.obs_mean, self.obs_std, self.action_low, self.action_high)
+
+    @classmethod
+    def from_arrays(
+        cls,
+        observations: np.ndarray,
+        actions: np.ndarray,
+        rewards: np.ndarray,
+        terminations: np.ndarray,
+        lengths: np.ndarray,
+        *,
+        step_mask: np.ndarray | None = None,
+        step_weight: np.ndarray | None = None,
+        action_low: np.ndarray | None = None,
+        action_high: np.ndarray | None = None,
+        n_recorded: int | None = None,
+        n_proxy: int = 0,
+        env_id: str | None = None,
+        ref_min_score: float | None = None,
+        ref_max_score: float | None = None,
+    ) -> TrainingData:
+        """Check and copy NumPy arrays into tensors; normalisation statistics come from them.
+
+        Without a step mask every step is usable and counted as recorded; without
+        action bounds the usable actions' range is taken.
+        """
+        lengths = np.asarray(lengths, dtype=np.int64)
+        n_steps, n_episodes = int(lengths.sum()), lengths.shape[0]
+        observations = np.asarray(observations, dtype=np.float32)
+        actions = np.asarray(actions, dtype=np.float32)
+        if n_episodes == 0 or (lengths < 1).any():
+            raise TrainingDataError(
+                f"Expected at least one episode, each of length >= 1. Got lengths {lengths!r}."
+            )
+        expected = {
+            "observations": (n_steps + n_episodes, observations.shape[-1]),
+            "actions": (n_steps, actions.shape[-1]),
+            "rewards": (n_steps,),
+            "terminations": (n_steps,),
+        }
+        got = {
+            "observations": observations.shape,
+            "actions": actions.shape,
+            "rewards": np.shape(rewards),
+            "terminations": np.shape(terminations),
+        }
+        if step_mask is not None:
+            expected["step_mask"], got["step_mask"] = (n_steps,), np.shape(step_mask)
+        if step_weight is not None:
+            expected["step_weight"], got["step_weight"] = (n_steps,), np.shape(step_weight)
+        for name, shape in expected.items():
+            if tuple(got[name]) != shape:
+                raise TrainingDataError(
+                    f"Expected {name} of shape {shape!r} for {n_episodes} episodes of "
+                    f"{n_steps} steps in all (T+1 observations each). Got {tuple(got[name])!r}."
+                )
+        mask = np.ones(n_steps, bool) if step_mask is None else np.asarray(step_mask, bool)
+        if not mask.any():
+            raise EmptyTrainingDataError("Expected at least one usable step. Got none.")
+        if not np.isfinite(actions[mask]).all() or not np.isfinite(observations).all():
+            raise TrainingDataError(
+                "Expected finite observations and finite actions on usable steps. Got NaN or "
+                "inf: mask unusable steps out with step_mask (select_actions does this)."
+            )
+        actions = np.where(mask[:, None], actions, 0.0).astype(np.float32)
+        low = actions[mask].min(0) if action_low is None else np.asarray(action_low, np.float32)
+        high = actions[mask].max(0) if action_high is None else np.asarray(action_high, np.float32)
+        if not (high > low).all():
+            raise TrainingDataError(
+                f"Expected action_high > action_low in every dimension. Got low {low!r} and "
+                f"high {high!r}: pass the action space's bounds."
+            )
+        std = observations.std(0)
+        step_start = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+        return cls(
+            observations=torch.from_numpy(observations.copy()),
+            actions=torch.from_numpy(actions),
+            rewards=torch.as_tensor(np.asarray(rewards, np.float32).copy()),
+            terminations=torch.as_tensor(np.asarray(terminations, bool).copy()),
+            step_start=torch.from_numpy(step_start),
+            lengths=torch.from_numpy(lengths.copy()),
+            obs_mean=torch.from_numpy(observations.mean(0).astype(np.float32)),
+            obs_std=torch.from_numpy(np.where(std < 1e-3, 1.0, std).astype(np.float32)),
+            action_low=torch.as_tensor(low, dtype=torch.float32),
+            action_high=torch.as_tensor(high, dtype=torch.float32),
+            step_mask=torch.from_numpy(mask.copy()),
+            step_weight=None
+            if step_weight is None
+            else torch.as_tensor(np.asarray(step_weight, np.float32).copy()),
+            n_recorded=int(mask.sum()) - n_proxy if n_recorded is None else n_recorded,
+            n_proxy=n_proxy,
+            env_id=env_id,
+            ref_min_score=ref_min_score,
+            ref_max_score=ref_max_score,
+        )
+
+    @classmethod
+    def from_selection(
+        cls,
+        observations: np.ndarray,
+        rewards: np.ndarray,
+        terminations: np.ndarray,
+        lengths: np.ndarray,
+        selection: Selection,
+        *,
+        action_low: np.ndarray | None = None,
+        action_high: np.ndarray | None = None,
+        env_id: str | None = None,
+        ref_min_score: float | None = None,
+        ref_max_score: float | None = None,
+    ) -> TrainingData:
+        """`from_arrays` with the actions, mask, weights and counts of `select_actions`."""
+        return cls.from_arrays(
+            observations,
+            selection.actions,
+            rewards,
+            terminations,
+            lengths,
+            step_mask=selection.step_mask,
+            step_weight=selection.step_weight,
+            n_recorded=selection.n_recorded,
+            n_proxy=selection.n_proxy,
+            action_low=action_low,
+            action_high=action_high,
+            env_id=env_id,
+            ref_min_score=ref_min_score,
+            ref_max_score=ref_max_score,
+        )
+
+
+def load_d4rl_hdf5(path: str | Path) -> TrainingData:
+    """Read a D4RL-layout HDF5 file (every action recorded) into the T+1 layout.
+
+    Episodes end where `terminals` or `timeouts` is true; the file's last step ends
+    one too. The episode's final observation is taken from `next_observations`.
+    """
+    import gymnasium
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        missing = {"observations", "next_observations", "actions", "rewards", "terminals"} - set(f)
+        if missing:
+            raise TrainingDataError(
+                f"Expected a D4RL-layout HDF5 file at {str(path)!r}. "
+                f"Got one without {sorted(missing)!r}."
+            )
+        obs = f["observations"][:]
+        next_obs = f["next_observations"][:]
+        actions, rewards = f["actions"][:], f["rewards"][:]
+        terminals = f["terminals"][:].astype(bool)
+        timeouts = f["timeouts"][:].astype(bool) if "timeouts" in f else np.zeros_like(terminals)
+        env_id = f["metadata/env_id"][()].decode() if "metadata/env_id" in f else None
+        ref = [f.attrs.get(k) for k in ("ref_min_score", "ref_max_score")]
+    ends = terminals | timeouts
+    ends[-1] = True
+    stop = np.flatnonzero(ends) + 1  # half-open [start, stop) per episode
+    start = np.concatenate([[0], stop[:-1]])
+    rows = np.concatenate([np.r_[s:e] for s, e in zip(start, stop, strict=True)])
+    episode = np.repeat(np.arange(len(stop)), stop - start)
+    observations = np.empty((len(obs) + len(stop), obs.shape[1]), np.float32)
+    observations[rows + episode] = obs
+    observations[stop - 1 + np.arange(len(stop)) + 1] = next_obs[stop - 1]
+    low = high = None
+    if env_id is not None:
+        env = gymnasium.make(env_id)
+        low, high = env.action_space.low, env.action_space.high
+        env.close()
+    return TrainingData.from_arrays(
+        observations,
+        actions,
+        rewards,
+        terminals,
+        stop - start,
+        action_low=low,
+        action_high=high,
+        env_id=env_id,
+        ref_min_score=None if ref[0] is None else float(ref[0]),
+        ref_max_score=None if ref[1] is None else float(ref[1]),
+    )
+
+
+def load_training_data(
+    store_path: str | Path,
+    mode: Mode = "full",
+    split: str | None = None,
+    relabel: str | None = None,
+    drop_uncertain: float = 0.0,
+    weight_beta: float | None = None,
+) -> TrainingData:
+    """Training data for `ssorl train`: a D4RL-layout .hdf5 file, read whole (mode full).
+
+    Stores are read through `select_actions` once the store API lands; until then
+    only HDF5 files are accepted.
+    """
+    path = Path(store_path)
+    if path.suffix not in (".hdf5", ".h5"):
+        raise TrainingDataError(
+            f"Expected a D4RL-layout .hdf5 file. Got {str(path)!r}: reading ssorl stores "
+            "in `ssorl train` is not wired yet; export the store to HDF5 meanwhile."
+        )
+    if not path.exists():
+        raise FileNotFoundError(f"No training data at {str(path)!r}.")
+    if mode != "full" or split or relabel or drop_uncertain or weight_beta is not None:
+        raise TrainingDataError(
+            f"Expected --mode full without split, relabel or filters for an HDF5 file "
+            f"(it has no splits or relabel runs). Got mode {mode!r}, split {split!r}, "
+            f"relabel {relabel!r}: import it into a store with `ssorl data` first."
+        )
+    return load_d4rl_hdf5(path)
