@@ -1,71 +1,13 @@
-"""Fixtures for ssorl_train tests.
-
-TEMPORARY: `ssorl_data.ops` (the batching kernels) is being written in another
-branch. Until it is merged, a plain NumPy stand-in with the agreed signatures is
-installed here when the real module cannot be imported; the lead removes it on merge.
-"""
+"""Fixtures for ssorl_train tests: small synthetic training data."""
 
 from __future__ import annotations
 
-import sys
-import types
 from collections.abc import Callable
 
 import numpy as np
 import pytest
-import torch
 
-import ssorl_data
 from ssorl_train.dataset import TrainingData
-
-
-def _returns_to_go(rewards, step_start, lengths, gamma: float, out) -> None:
-    r, o = rewards.numpy(), out.numpy()
-    for s, n in zip(step_start.tolist(), lengths.tolist(), strict=True):
-        acc = 0.0
-        for g in range(s + n - 1, s - 1, -1):
-            acc = r[g] + gamma * acc
-            o[g] = acc
-
-
-def _subtrajectories(
-    observations,
-    actions,
-    returns_to_go,
-    step_start,
-    lengths,
-    episode_index,
-    start,
-    mean,
-    std,
-    context: int,
-    states_out,
-    actions_out,
-    rtg_out,
-    timesteps_out,
-    mask_out,
-) -> None:
-    for out in (states_out, actions_out, rtg_out, timesteps_out, mask_out):
-        out.zero_()
-    for b, (e, s) in enumerate(zip(episode_index.tolist(), start.tolist(), strict=True)):
-        n = min(context, int(lengths[e]) - s)
-        g = int(step_start[e]) + s
-        states_out[b, context - n :] = (observations[g + e : g + e + n] - mean) / std
-        actions_out[b, context - n :] = actions[g : g + n]
-        rtg_out[b, context - n :] = returns_to_go[g : g + n]
-        timesteps_out[b, context - n :] = torch.arange(s, s + n)
-        mask_out[b, context - n :] = True
-
-
-try:
-    import ssorl_data.ops  # noqa: F401  (the real kernels, once merged)
-except ImportError:
-    _stand_in = types.ModuleType("ssorl_data.ops")
-    _stand_in.__doc__ = "TEMPORARY NumPy stand-in for ssorl_data.ops (tests only)."
-    _stand_in.returns_to_go = _returns_to_go
-    _stand_in.subtrajectories = _subtrajectories
-    sys.modules["ssorl_data.ops"] = _stand_in
-    ssorl_data.ops = _stand_in
 
 
 def make_training_data(
