@@ -21,6 +21,7 @@ from pathlib import Path
 import click
 import numpy as np
 
+from ssorl_data.io.importing import import_dataset
 from ssorl_data.reference_scores import normalized_score
 from ssorl_train import loop
 from ssorl_train.algos import make_config
@@ -28,7 +29,7 @@ from ssorl_train.dataset import TrainingData, load_training_data
 from ssorl_train.evaluate import reference_returns
 
 ROOT = Path(__file__).resolve().parent
-CORPUS = Path("/work/shared/corpus/Hopper-v5")
+CORPUS = ROOT.parents[1] / "shared" / "corpus" / "Hopper-v5"
 PUBLISHED_STEPS = {"td3bc": 1_000_000, "iql": 1_000_000, "cql": 1_000_000, "dt": 100_000}
 
 
@@ -38,6 +39,14 @@ def dataset_normalized_return(data: TrainingData) -> float:
     returns = np.bincount(episode, weights=data.rewards.numpy().astype(np.float64))
     reference = reference_returns(data.env_id, data.ref_min_score, data.ref_max_score)
     return normalized_score(float(returns.mean()), *reference)
+
+
+def _store(source: Path, runs: Path) -> Path:
+    """The corpus file imported once into a store under the runs directory."""
+    store = runs / "stores" / f"{source.parent.name}-{source.stem}"
+    if not store.exists():
+        import_dataset(source, store, progress=False)
+    return store
 
 
 def _write(path: Path, rows: list[dict]) -> None:
@@ -71,7 +80,7 @@ def main(
     out_path.parent.mkdir(parents=True, exist_ok=True)
     rows = json.loads(out_path.read_text())["rows"] if out_path.exists() else []
     for dataset in datasets.split(","):
-        data = load_training_data(Path(corpus) / f"{dataset}.hdf5")
+        data = load_training_data(_store(Path(corpus) / f"{dataset}.hdf5", Path(runs)))
         for algo in algos.split(","):
             for seed in map(int, seeds.split(",")):
                 grad_steps = steps or PUBLISHED_STEPS[algo]

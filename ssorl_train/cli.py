@@ -84,8 +84,9 @@ def train(
 
     Defaults are the published D4RL hyperparameters of each algorithm. The run directory
     gets log.csv, eval.csv, TensorBoard events (tb/), checkpoint.{safetensors,json} and
-    summary.json; `--resume` continues a killed run bit for bit. STORE may be a
-    D4RL-layout .hdf5 file (mode full).
+    summary.json; `--resume` continues a killed run bit for bit. Import a D4RL or
+    Minari dataset into a store first with `ssorl data import`.
+    Python API: ssorl_train.dataset.load_training_data and ssorl_train.loop.train.
     """
     from ssorl_train import loop
     from ssorl_train.algos import make_config

@@ -301,57 +301,6 @@ class TrainingData:
         )
 
 
-def load_d4rl_hdf5(path: str | Path) -> TrainingData:
-    """Read a D4RL-layout HDF5 file (every action recorded) into the T+1 layout.
-
-    Episodes end where `terminals` or `timeouts` is true; the file's last step ends
-    one too. The episode's final observation is taken from `next_observations`.
-    """
-    import gymnasium
-    import h5py
-
-    with h5py.File(path, "r") as f:
-        missing = {"observations", "next_observations", "actions", "rewards", "terminals"} - set(f)
-        if missing:
-            raise TrainingDataError(
-                f"Expected a D4RL-layout HDF5 file at {str(path)!r}. "
-                f"Got one without {sorted(missing)!r}."
-            )
-        obs = f["observations"][:]
-        next_obs = f["next_observations"][:]
-        actions, rewards = f["actions"][:], f["rewards"][:]
-        terminals = f["terminals"][:].astype(bool)
-        timeouts = f["timeouts"][:].astype(bool) if "timeouts" in f else np.zeros_like(terminals)
-        env_id = f["metadata/env_id"][()].decode() if "metadata/env_id" in f else None
-        ref = [f.attrs.get(k) for k in ("ref_min_score", "ref_max_score")]
-    ends = terminals | timeouts
-    ends[-1] = True
-    stop = np.flatnonzero(ends) + 1  # half-open [start, stop) per episode
-    start = np.concatenate([[0], stop[:-1]])
-    rows = np.concatenate([np.r_[s:e] for s, e in zip(start, stop, strict=True)])
-    episode = np.repeat(np.arange(len(stop)), stop - start)
-    observations = np.empty((len(obs) + len(stop), obs.shape[1]), np.float32)
-    observations[rows + episode] = obs
-    observations[stop - 1 + np.arange(len(stop)) + 1] = next_obs[stop - 1]
-    low = high = None
-    if env_id is not None:
-        env = gymnasium.make(env_id)
-        low, high = env.action_space.low, env.action_space.high
-        env.close()
-    return TrainingData.from_arrays(
-        observations,
-        actions,
-        rewards,
-        terminals,
-        stop - start,
-        action_low=low,
-        action_high=high,
-        env_id=env_id,
-        ref_min_score=None if ref[0] is None else float(ref[0]),
-        ref_max_score=None if ref[1] is None else float(ref[1]),
-    )
-
-
 def load_training_data(
     store_path: str | Path,
     mode: Mode = "full",
@@ -360,23 +309,66 @@ def load_training_data(
     drop_uncertain: float = 0.0,
     weight_beta: float | None = None,
 ) -> TrainingData:
-    """Training data for `ssorl train`: a D4RL-layout .hdf5 file, read whole (mode full).
+    """The dataset view: a store, an optional split and relabel run, joined by `select_actions`.
 
-    Stores are read through `select_actions` once the store API lands; until then
-    only HDF5 files are accepted.
+    Without a split every episode counts as visible (so `labelled-only` trains on the
+    episodes that recorded actions, and `semi-supervised` fills the action-free ones
+    with proxy actions). The relabel run must be complete; it covers the steps that
+    existed when it ran, and later steps have no proxy action.
     """
+    from ssorl_data.store import TrajectoryStore
+
     path = Path(store_path)
-    if path.suffix not in (".hdf5", ".h5"):
+    if path.suffix in (".hdf5", ".h5", ".npz"):
         raise TrainingDataError(
-            f"Expected a D4RL-layout .hdf5 file. Got {str(path)!r}: reading ssorl stores "
-            "in `ssorl train` is not wired yet; export the store to HDF5 meanwhile."
+            f"Expected an ssorl store. Got the file {str(path)!r}: import it first with "
+            f"`ssorl data import {path} STORE` and train on STORE."
         )
-    if not path.exists():
-        raise FileNotFoundError(f"No training data at {str(path)!r}.")
-    if mode != "full" or split or relabel or drop_uncertain or weight_beta is not None:
-        raise TrainingDataError(
-            f"Expected --mode full without split, relabel or filters for an HDF5 file "
-            f"(it has no splits or relabel runs). Got mode {mode!r}, split {split!r}, "
-            f"relabel {relabel!r}: import it into a store with `ssorl data` first."
+    with TrajectoryStore.open(path) as store:
+        table = store.episode_table()
+        episodes = store.read_episodes(0, store.n_episodes, table)
+        visible = store.read_split(split).visible if split else np.ones(table.n_episodes, bool)
+        proxy_actions = uncertainty = None
+        if relabel is not None:
+            proxy_actions, uncertainty = _read_relabel(store, relabel)
+        selection = select_actions(
+            episodes.actions,
+            episodes.action_mask,
+            visible,
+            table.length,
+            mode,
+            proxy_actions=proxy_actions,
+            uncertainty=uncertainty,
+            drop_uncertain=drop_uncertain,
+            weight_beta=weight_beta,
         )
-    return load_d4rl_hdf5(path)
+        space = store.action_space
+        return TrainingData.from_selection(
+            episodes.observations,
+            episodes.rewards,
+            episodes.terminations,
+            table.length,
+            selection,
+            action_low=space.low if np.isfinite(space.low).all() else None,
+            action_high=space.high if np.isfinite(space.high).all() else None,
+            env_id=store.env_id,
+            ref_min_score=store.metadata.ref_min_score,
+            ref_max_score=store.metadata.ref_max_score,
+        )
+
+
+def _read_relabel(store, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """Proxy actions and uncertainty of a complete relabel run, NaN past the steps it covered."""
+    run = store.relabel_run(name)
+    if run.status != "complete":
+        raise MissingRelabelError(
+            f"{store.path}: relabel run {name!r} is {run.status!r}, not complete. "
+            f"Finish it with `ssorl relabel {store.path} --name {name} ...` (it resumes)."
+        )
+    n = store.n_steps
+    actions = np.full((n, *store.action_space.shape), np.nan, np.float32)
+    uncertainty = np.full(n, np.nan, np.float32)
+    covered = min(run.n_steps, n)
+    actions[:covered] = run.read("actions", 0, covered)
+    uncertainty[:covered] = run.read("uncertainty", 0, covered)
+    return actions, uncertainty

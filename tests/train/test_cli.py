@@ -1,28 +1,32 @@
-"""`ssorl train` and `ssorl eval` end to end on a tiny D4RL-layout file."""
+"""`ssorl train` and `ssorl eval` end to end on a tiny store."""
 
 from __future__ import annotations
 
 import json
 
-import h5py
 import numpy as np
 from click.testing import CliRunner
 
 from ssorl_data.cli.main import cli
+from ssorl_data.io.flat import from_arrays
+from ssorl_data.io.importing import import_dataset
 
 
-def _hopper_file(path) -> None:
+def _hopper_store(path) -> None:
+    """A tiny store with Hopper-v5's spaces (random data: the point is the plumbing)."""
     rng = np.random.default_rng(0)
     n = 40
     terminals = np.zeros(n, bool)
     terminals[[14, 29]] = True
-    with h5py.File(path, "w") as f:
-        f["observations"] = rng.normal(size=(n, 11)).astype(np.float32)
-        f["next_observations"] = rng.normal(size=(n, 11)).astype(np.float32)
-        f["actions"] = rng.uniform(-1, 1, size=(n, 3)).astype(np.float32)
-        f["rewards"] = rng.normal(size=n).astype(np.float32)
-        f["terminals"], f["timeouts"] = terminals, np.zeros(n, bool)
-        f["metadata/env_id"] = b"Hopper-v5"
+    arrays = {
+        "observations": rng.normal(size=(n, 11)).astype(np.float32),
+        "next_observations": rng.normal(size=(n, 11)).astype(np.float32),
+        "actions": rng.uniform(-1, 1, size=(n, 3)).astype(np.float32),
+        "rewards": rng.normal(size=n).astype(np.float32),
+        "terminals": terminals,
+        "timeouts": np.zeros(n, bool),
+    }
+    import_dataset(from_arrays(arrays, env_id="Hopper-v5"), path, progress=False)
 
 
 def test_help_explains_modes_and_resume() -> None:
@@ -32,11 +36,11 @@ def test_help_explains_modes_and_resume() -> None:
 
 
 def test_train_then_eval_from_the_command_line(tmp_path) -> None:
-    _hopper_file(tmp_path / "d.hdf5")
+    _hopper_store(tmp_path / "store")
     out = tmp_path / "run"
     args = [
         "train",
-        str(tmp_path / "d.hdf5"),
+        str(tmp_path / "store"),
         "--algo",
         "td3bc",
         "--steps",
@@ -66,12 +70,12 @@ def test_train_then_eval_from_the_command_line(tmp_path) -> None:
 
 
 def test_unknown_config_field_is_reported(tmp_path) -> None:
-    _hopper_file(tmp_path / "d.hdf5")
+    _hopper_store(tmp_path / "store")
     result = CliRunner().invoke(
         cli,
         [
             "train",
-            str(tmp_path / "d.hdf5"),
+            str(tmp_path / "store"),
             "--algo",
             "iql",
             "--steps",

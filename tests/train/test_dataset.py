@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import h5py
 import numpy as np
 import pytest
 
-from ssorl_train.dataset import TrainingData, load_d4rl_hdf5, load_training_data, select_actions
+from ssorl_data.episodes import concat_batches
+from ssorl_train.dataset import TrainingData, load_training_data, select_actions
 from ssorl_train.errors import EmptyTrainingDataError, MissingRelabelError, TrainingDataError
+from tests.data.factories import make_store, random_batch, random_episode
 
 # three episodes of 2, 3, 1 steps; episode 1 has no recorded actions
 LENGTHS = np.array([2, 3, 1])
@@ -127,29 +128,27 @@ def test_degenerate_action_bounds_are_refused() -> None:
         )
 
 
-def _write_d4rl(path, n_steps: int = 7) -> tuple[np.ndarray, np.ndarray]:
-    obs = np.arange(n_steps * 2, dtype=np.float32).reshape(n_steps, 2)
-    next_obs = obs + 100
-    terminals = np.zeros(n_steps, bool)
-    terminals[2] = True  # episodes [0, 3), [3, 7) (the file's end closes the last)
-    with h5py.File(path, "w") as f:
-        f["observations"], f["next_observations"] = obs, next_obs
-        f["actions"] = np.linspace(-1, 1, n_steps, dtype=np.float32)[:, None]
-        f["rewards"] = np.ones(n_steps, np.float32)
-        f["terminals"], f["timeouts"] = terminals, np.zeros(n_steps, bool)
-    return obs, next_obs
+def test_store_view_full_and_labelled_only_modes(tmp_path) -> None:
+    rng = np.random.default_rng(0)
+    batch = random_batch(rng, [3, 4, 2], labelling="all")
+    hidden = random_episode(rng, 5, labelling="none")
+    make_store(tmp_path / "s", concat_batches([batch, hidden]), act_shape=(2,))
+    full = load_training_data(tmp_path / "s", "full")
+    assert (full.n_steps, full.n_episodes) == (14, 4)
+    assert (full.n_recorded, full.n_proxy) == (9, 0)
+    assert full.step_mask.tolist() == [True] * 9 + [False] * 5
+    np.testing.assert_array_equal(full.observations.numpy()[:12], batch.observations)
+    np.testing.assert_array_equal(full.actions.numpy()[:9], batch.actions)
+    assert full.action_low.tolist() == [-1.0, -1.0]  # the store's action space
+    labelled = load_training_data(tmp_path / "s", "labelled-only")
+    assert labelled.n_recorded == 9
 
 
-def test_d4rl_file_becomes_t_plus_one_rows_per_episode(tmp_path) -> None:
-    obs, next_obs = _write_d4rl(tmp_path / "d.hdf5")
-    data = load_d4rl_hdf5(tmp_path / "d.hdf5")
-    assert data.lengths.tolist() == [3, 4]
-    expected = np.concatenate([obs[:3], next_obs[2:3], obs[3:], next_obs[6:7]])
-    np.testing.assert_array_equal(data.observations.numpy(), expected)
-    assert data.terminations.tolist() == [False, False, True, False, False, False, False]
-
-
-def test_hdf5_training_data_refuses_modes_it_cannot_serve(tmp_path) -> None:
-    _write_d4rl(tmp_path / "d.hdf5")
-    with pytest.raises(TrainingDataError, match="labelled-only"):
-        load_training_data(tmp_path / "d.hdf5", "labelled-only", split="s")
+def test_store_view_refuses_files_and_semi_supervised_without_relabel(tmp_path) -> None:
+    with pytest.raises(TrainingDataError, match="ssorl data import"):
+        load_training_data(tmp_path / "d.hdf5")
+    make_store(tmp_path / "s", random_batch(np.random.default_rng(1), [3], labelling="none"))
+    with pytest.raises(EmptyTrainingDataError):
+        load_training_data(tmp_path / "s", "full")
+    with pytest.raises(MissingRelabelError, match="ssorl relabel"):
+        load_training_data(tmp_path / "s", "semi-supervised")
