@@ -4,6 +4,7 @@
 
 #include <ATen/ATen.h>
 
+#include <atomic>
 #include <cstdint>
 
 namespace ssorl {
@@ -25,6 +26,15 @@ inline void check_size(const at::Tensor& t, const char* op, const char* name, in
                        int64_t expected, const char* what) {
   TORCH_CHECK_VALUE(t.size(dim) == expected, "ssorl.", op, ": expected ", name, ".shape[", dim,
                     "] == ", expected, " (", what, "). Got shape ", t.sizes(), " instead.");
+}
+
+// Lowers `first` to `b` if smaller: kernels validate each sample where they read
+// it (one pass over memory) and, if any was bad, rerun the serial check that
+// raises for the lowest bad sample.
+inline void record_bad_sample(std::atomic<int64_t>& first, int64_t b) {
+  int64_t current = first.load(std::memory_order_relaxed);
+  while (b < current && !first.compare_exchange_weak(current, b, std::memory_order_relaxed)) {
+  }
 }
 
 }  // namespace ssorl
