@@ -14,7 +14,7 @@ namespace {
 constexpr const char* kOp = "idm_windows";
 // Samples ahead whose rows are prefetched: random rows of a corpus far larger than
 // the caches are DRAM-latency bound, so keep several misses in flight.
-constexpr int64_t kPrefetchAhead = 16;
+constexpr int64_t kPrefetchAhead = 32;
 
 // Raises for the first sample whose window is not inside its episode; run only
 // when the kernel found one (the kernel skips such samples, never reads for them).
@@ -78,6 +78,7 @@ void idm_windows_cpu(const at::Tensor& observations, const at::Tensor& step_star
   const float* sd = std.data_ptr<float>();
   float* Y = out.data_ptr<float>();
   bool* V = valid.data_ptr<bool>();
+  const std::vector<float> mu_w = tile(mu, D, W), sd_w = tile(sd, D, W);
   std::atomic<int64_t> first_bad{B};
 
   // About 32 KiB of output per task: enough work to amortise scheduling.
@@ -103,17 +104,19 @@ void idm_windows_cpu(const at::Tensor& observations, const at::Tensor& step_star
       const int64_t row_t = g + e;          // observation row of s_t
       float* y = Y + b * W * D;
       bool* v = V + b * W;
+      if (row_t - k >= first_row) {
+        // The common case: the whole window lies in the episode, W consecutive rows.
+        normalise(X + (row_t - k) * D, mu_w.data(), sd_w.data(), y, W * D);
+        std::fill(v, v + W, true);
+        continue;
+      }
       for (int64_t w = 0; w < W; ++w) {
         // w = 0 .. k are s_{t-k} .. s_t; w = k + 1 is s_{t+1}.
         int64_t row = row_t - k + w;
         const bool inside = row >= first_row;
         row = inside ? row : first_row;
         v[w] = inside;
-        const float* x = X + row * D;
-        float* yw = y + w * D;
-        for (int64_t d = 0; d < D; ++d) {
-          yw[d] = (x[d] - mu[d]) / sd[d];
-        }
+        normalise(X + row * D, mu, sd, y + w * D, D);
       }
     }
   });

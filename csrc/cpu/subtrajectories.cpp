@@ -108,6 +108,7 @@ void subtrajectories_cpu(const at::Tensor& observations, const at::Tensor& actio
   float* RO = rtg_out.data_ptr<float>();
   int64_t* TO = timesteps_out.data_ptr<int64_t>();
   bool* M = mask_out.data_ptr<bool>();
+  const std::vector<float> mu_k = tile(mu, D, K), sd_k = tile(sd, D, K);
   std::atomic<int64_t> first_bad{B};
 
   const int64_t grain = std::max<int64_t>(1, 8192 / std::max<int64_t>(1, K * (D + A + 4)));
@@ -139,13 +140,7 @@ void subtrajectories_cpu(const at::Tensor& observations, const at::Tensor& actio
       std::memset(RO + b * K, 0, sizeof(float) * pad);
       std::memset(TO + b * K, 0, sizeof(int64_t) * pad);
       std::memset(M + b * K, 0, sizeof(bool) * pad);
-      const float* x = X + (g0 + e) * D;
-      float* y = s_b + pad * D;
-      for (int64_t i = 0; i < L; ++i) {
-        for (int64_t d = 0; d < D; ++d) {
-          y[i * D + d] = (x[i * D + d] - mu[d]) / sd[d];
-        }
-      }
+      normalise(X + (g0 + e) * D, mu_k.data(), sd_k.data(), s_b + pad * D, L * D);
       std::memcpy(a_b + pad * A, Act + g0 * A, sizeof(float) * L * A);
       std::memcpy(RO + b * K + pad, G + g0, sizeof(float) * L);
       int64_t* ts = TO + b * K + pad;
