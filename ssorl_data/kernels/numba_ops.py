@@ -132,9 +132,11 @@ def subtrajectories(
         n_real = min(context, lengths[e] - t0)
         pad = context - n_real
         g0 = step_start[e] + t0
-        for p in range(pad):
-            states_out[b, p, :] = 0.0
-            actions_out[b, p, :] = 0.0
+        for p in range(pad):  # explicit loops: slice assignments would become nested parfors
+            for d in range(n_dim):
+                states_out[b, p, d] = 0.0
+            for a in range(n_act):
+                actions_out[b, p, a] = 0.0
             rtg_out[b, p] = 0.0
             timesteps_out[b, p] = 0
             mask_out[b, p] = False

@@ -268,3 +268,13 @@ def test_idm_windows_reject_bad_arguments(backend: str, position: int, bad, mess
 def test_unknown_backend_is_rejected():
     with pytest.raises(KernelInputError, match="backend to be one of"):
         ops.idm_windows(*_idm_args(Table([4, 3], 2, 1, 4)), backend="fortran")
+
+
+def test_negative_k_and_empty_context_are_rejected(backend: str):
+    args = _idm_args(Table([4, 3], n_dim=2, n_act=1, seed=6))
+    args[7] = -1
+    with pytest.raises(KernelInputError, match="expected k >= 0"):
+        ops.idm_windows(*args, backend=backend)
+    table = Table([4], n_dim=2, n_act=1, seed=6)
+    with pytest.raises(KernelInputError, match="expected context >= 1"):
+        run_subtrajectories(table, np.array([0], np.int64), np.array([0], np.int64), 0, backend)
