@@ -13,7 +13,9 @@ says which and why. Each wrapper also takes `backend=` to run a specific one
 
 Bad indices raise `KernelIndexError` (an IndexError) naming the sample and
 its values; bad dtypes, shapes, devices or layouts raise `KernelInputError`
-(a ValueError). Nothing is ever read out of bounds.
+(a ValueError). Inside a torch.compile'd graph the C++ op raises the plain
+IndexError / ValueError with the same message, so catch the built-ins. Nothing
+is ever read out of bounds.
 """
 
 from __future__ import annotations
