@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ssorl_data.errors import KernelIndexError, KernelInputError
+from ssorl_data.errors import KernelBuildError, KernelIndexError, KernelInputError
 from ssorl_data.kernels import backend as _backend
 from ssorl_data.kernels.backend import BackendInfo
 
@@ -66,7 +66,15 @@ def _use_cpp(backend: str | None) -> bool:
             f"Expected backend to be one of {_backend.BACKENDS!r} or None. Got {backend!r} instead."
         )
     if backend == "cpp" and not _CPP_LOADED:
-        _backend.build_cpp(_backend.cuda_build_requested())
+        try:
+            _backend.build_cpp(_backend.cuda_build_requested())
+        except Exception as exc:  # any build or load failure
+            first_line = (str(exc).splitlines() or [""])[0]
+            raise KernelBuildError(
+                f"backend='cpp' was asked for, but the C++ kernels in {_backend.csrc_dir()} could "
+                f"not be built ({type(exc).__name__}: {first_line}). Install a C++ compiler, or "
+                "use backend='numba'."
+            ) from exc
         _register_fakes()
     return backend == "cpp"
 

@@ -123,6 +123,23 @@ def build_cpp(with_cuda: bool) -> Path:
     return libraries[-1] if libraries else build_directory
 
 
+def _build_with_cpu_retry(with_cuda: bool) -> Path:
+    """Build with CUDA if asked; if only that fails, warn once and build the CPU kernels alone."""
+    if not with_cuda:
+        return build_cpp(False)
+    try:
+        return build_cpp(True)
+    except Exception as exc:
+        library = build_cpp(False)  # if this fails too, the caller falls back to numba
+        warnings.warn(
+            f"ssorl: the CUDA kernels could not be built ({type(exc).__name__}); the C++ CPU "
+            f"kernels are used. Set {CUDA_ENV}=0 to skip the CUDA build without this warning.",
+            KernelBuildWarning,
+            stacklevel=4,
+        )
+        return library
+
+
 def resolve() -> BackendInfo:
     """Pick the backend once per process: forced by SSORL_BACKEND, else cpp, else numba."""
     forced = requested_backend()
@@ -130,7 +147,8 @@ def resolve() -> BackendInfo:
         return BackendInfo("numba", f"{BACKEND_ENV}=numba forces it", False, None, None)
     with_cuda = cuda_build_requested()
     try:
-        library = build_cpp(with_cuda)
+        library = _build_with_cpu_retry(with_cuda)
+        with_cuda = with_cuda and library.name.startswith("ssorl_ops_cuda")
     except Exception as exc:  # any build or load failure means: no C++ backend here
         error = f"{type(exc).__name__}: {exc}".strip()
         if forced == "cpp":

@@ -109,3 +109,17 @@ def test_missing_compiler_really_falls_back(tmp_path: Path):
     )  # fmt: skip
     assert result.stdout.strip() == "numba"
     assert result.stderr.count("KernelBuildWarning") == 1
+
+
+def test_failed_cuda_build_keeps_the_cpu_kernels(monkeypatch: pytest.MonkeyPatch):
+    def build(with_cuda: bool) -> Path:
+        if with_cuda:
+            raise RuntimeError("nvcc fatal: unsupported gpu architecture")
+        return Path("/cache/ssorl_ops.so")
+
+    monkeypatch.delenv(backend.BACKEND_ENV, raising=False)
+    monkeypatch.setenv(backend.CUDA_ENV, "1")
+    monkeypatch.setattr(backend, "build_cpp", build)
+    with pytest.warns(KernelBuildWarning, match="CUDA kernels could not be built"):
+        info = backend.resolve()
+    assert (info.name, info.cuda_built) == ("cpp", False)
