@@ -295,6 +295,8 @@ def machine() -> dict:
         "numba_threads": numba.get_num_threads(), "torch": torch.__version__,
         "numpy": np.__version__, "numba": numba.__version__, "python": platform.python_version(),
         "gpu": None,
+        # The VM is shared with other sessions' jobs; a load above 0 means contention.
+        "load_average_1_5_15_min": os.getloadavg(),
     }  # fmt: skip
 
 
