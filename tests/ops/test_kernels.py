@@ -149,8 +149,11 @@ def test_idm_window_clamps_to_episode_start(backend: str):
     assert valid.tolist()[0] == [False, False, True, True]
     rows = (table.observations[[0, 0, 0, 1]] - table.mean) / table.std
     assert out[0].tobytes() == rows.tobytes()
-    # Last step of episode 1 (global 3, observation rows 2.. of that episode: 2+1+...).
+    # Global step 3 is the last step of episode 1 (steps 1..3, observation rows 2..5):
+    # s_1, s_2, s_3 and the kept final observation s_4 = row 3 + 1 + 1.
     assert valid.tolist()[2] == [True, True, True, True]
+    rows = (table.observations[[2, 3, 4, 5]] - table.mean) / table.std
+    assert out[2].tobytes() == rows.tobytes()
 
 
 def test_subtrajectory_is_left_padded(backend: str):
