@@ -4,7 +4,7 @@ The C++ ops in `csrc/` are compiled on first use with
 `torch.utils.cpp_extension.load` into a cache directory and loaded as the
 `torch.ops.ssorl` library. When that fails (no compiler, no headers) ssorl
 falls back to the numba kernels with one `KernelBuildWarning`. The environment
-variable `SSORL_BACKEND=cpp|numba` forces a backend; a forced `cpp` that cannot
+variable `SSORL_BACKEND=cpp|numba|torch` forces a backend; a forced `cpp` that cannot
 be built is an error, not a fallback.
 
 CUDA sources are compiled only when asked for by the explicit switch
@@ -25,7 +25,7 @@ import torch
 
 from ssorl_data.errors import KernelBuildError, KernelBuildWarning
 
-BACKENDS: tuple[str, ...] = ("cpp", "numba")
+BACKENDS: tuple[str, ...] = ("cpp", "numba", "torch")
 BACKEND_ENV = "SSORL_BACKEND"
 CUDA_ENV = "SSORL_BUILD_CUDA"
 CACHE_ENV = "SSORL_CACHE"
@@ -143,8 +143,8 @@ def _build_with_cpu_retry(with_cuda: bool) -> Path:
 def resolve() -> BackendInfo:
     """Pick the backend once per process: forced by SSORL_BACKEND, else cpp, else numba."""
     forced = requested_backend()
-    if forced == "numba":
-        return BackendInfo("numba", f"{BACKEND_ENV}=numba forces it", False, None, None)
+    if forced in ("numba", "torch"):
+        return BackendInfo(forced, f"{BACKEND_ENV}={forced} forces it", False, None, None)
     with_cuda = cuda_build_requested()
     try:
         library = _build_with_cpu_retry(with_cuda)

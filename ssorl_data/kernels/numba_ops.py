@@ -14,11 +14,7 @@ import numba
 import numpy as np
 from numba import prange
 
-# Codes returned with the first bad sample, read by ssorl_data.ops to word the error.
-OK = 0
-BAD_EPISODE = 1  # episode_index outside [0, E)
-BAD_STEP = 2  # step (global for IDM, local for sub-trajectories) outside its episode
-BAD_TABLE = 3  # the episode's rows lie outside the arrays
+from ssorl_data.kernels import BAD_EPISODE, BAD_STEP, BAD_TABLE, OK
 
 
 @numba.njit(cache=True)
