@@ -15,6 +15,7 @@ host without a GPU still builds what the GPU host will run.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import warnings
 from dataclasses import asdict, dataclass
@@ -103,7 +104,10 @@ def build_cpp(with_cuda: bool) -> Path:
         )
     names = _CPU_SOURCES + (_CUDA_SOURCES if with_cuda else ())
     name = "ssorl_ops_cuda" if with_cuda else "ssorl_ops"
-    build_directory = cache_dir() / f"torch{torch.__version__}" / name
+    # One build directory per source tree: checkouts sharing the cache would
+    # otherwise rebuild each other's objects on every switch.
+    tree = hashlib.sha1(str(src).encode()).hexdigest()[:10]
+    build_directory = cache_dir() / f"torch{torch.__version__}" / f"{name}-{tree}"
     build_directory.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():
         # torch's build helper warns about compiler/ABI details; they are not ours to fix.
