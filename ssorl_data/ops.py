@@ -57,7 +57,7 @@ def backend_info() -> BackendInfo:
 
 
 def active_backend() -> str:
-    """Name of the active backend: "cpp" or "numba"."""
+    """Name of the active backend: "cpp", "numba" or "torch"."""
     return backend_info().name
 
 
@@ -83,10 +83,6 @@ def _select(backend: str | None) -> str:
     return backend
 
 
-def _use_cpp(backend: str | None) -> bool:
-    return _select(backend) == "cpp"
-
-
 # --------------------------------------------------------------------------- ops
 
 
@@ -105,7 +101,8 @@ def idm_windows(
     backend: str | None = None,
 ) -> None:
     """Fill out [B, k+2, D] with normalised s_{t-k}..s_t, s_{t+1}; valid is False where clamped."""
-    if _use_cpp(backend):
+    name = _select(backend)
+    if name == "cpp":
         try:
             torch.ops.ssorl.idm_windows(
                 observations,
@@ -125,7 +122,6 @@ def idm_windows(
             raise KernelInputError(str(exc)) from None
         return
     op = "idm_windows"
-    name = _select(backend)
     obs = _checked(observations, op, "observations", torch.float32, 2, name)
     n_rows, n_dim = obs.shape
     dev = obs.device
@@ -169,7 +165,8 @@ def subtrajectories(
     backend: str | None = None,
 ) -> None:
     """Fill left-padded K-step windows from local step `start`: real steps last, pad rows zero."""
-    if _use_cpp(backend):
+    name = _select(backend)
+    if name == "cpp":
         try:
             torch.ops.ssorl.subtrajectories(
                 observations,
@@ -194,7 +191,6 @@ def subtrajectories(
             raise KernelInputError(str(exc)) from None
         return
     op = "subtrajectories"
-    name = _select(backend)
     obs = _checked(observations, op, "observations", torch.float32, 2, name)
     n_rows, n_dim = obs.shape
     dev = obs.device
@@ -237,7 +233,8 @@ def returns_to_go(
     backend: str | None = None,
 ) -> None:
     """Fill out[g] with the discounted return from step g to its episode's end (float64 sums)."""
-    if _use_cpp(backend):
+    name = _select(backend)
+    if name == "cpp":
         try:
             torch.ops.ssorl.returns_to_go(rewards, step_start, lengths, gamma, out)
         except IndexError as exc:
@@ -246,7 +243,6 @@ def returns_to_go(
             raise KernelInputError(str(exc)) from None
         return
     op = "returns_to_go"
-    name = _select(backend)
     r = _checked(rewards, op, "rewards", torch.float32, 1, name)
     n_steps = r.shape[0]
     ss, ln = _table(step_start, lengths, op, name, r.device)
