@@ -38,10 +38,11 @@ def test_forced_cpp_that_cannot_build_is_an_error(monkeypatch: pytest.MonkeyPatc
         backend.resolve()
 
 
-def test_forced_numba_does_not_build(monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setenv(backend.BACKEND_ENV, "numba")
+@pytest.mark.parametrize("name", ["numba", "torch"])
+def test_forced_python_backends_do_not_build(monkeypatch: pytest.MonkeyPatch, name: str):
+    monkeypatch.setenv(backend.BACKEND_ENV, name)
     monkeypatch.setattr(backend, "build_cpp", _failing_build)
-    assert backend.resolve().name == "numba"
+    assert backend.resolve().name == name
 
 
 def test_unknown_backend_name_is_rejected(monkeypatch: pytest.MonkeyPatch):
