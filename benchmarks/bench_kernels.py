@@ -5,7 +5,7 @@ steps in episodes of 1000 steps, observation dim 17, action dim 6. For each op
 and batch size it times every method on the same pre-drawn random indices and
 writes benchmarks/results/kernels.json:
 
-- cpp / numba: ssorl_data.ops with that backend (normalisation fused);
+- cpp / numba / torch: ssorl_data.ops with that backend (normalisation fused);
 - numpy: vectorised fancy indexing with the same semantics;
 - python_loop: a torch Dataset whose __getitem__ slices one window and
   np.concatenate's the padding, collated by a DataLoader (fewer samples);
@@ -218,6 +218,7 @@ def bench_idm(batch: int, quick: bool) -> list[dict]:
     methods = {
         "cpp": (kernel("cpp"), batch),
         "numba": (kernel("numba"), batch),
+        "torch": (kernel("torch"), batch),
         "numpy": (lambda i: idm_numpy(CORPUS, *draws[i], np_out), batch),
         "python_loop": (
             loader_fn(IdmWindowDataset(CORPUS), [s[:loop_batch] for _, s in draws]),
@@ -251,6 +252,7 @@ def bench_subtrajectories(batch: int, quick: bool) -> list[dict]:
     methods = {
         "cpp": (kernel("cpp"), batch),
         "numba": (kernel("numba"), batch),
+        "torch": (kernel("torch"), batch),
         "numpy": (lambda i: subtrajectories_numpy(CORPUS, *starts[i]), batch),
         "python_loop": (loader_fn(SubtrajectoryDataset(CORPUS), [s for _, s in draws]), batch),
         "copy": (copy_fn(out_bytes, rng, n_inputs), batch),
@@ -295,6 +297,8 @@ def machine() -> dict:
         "numba_threads": numba.get_num_threads(), "torch": torch.__version__,
         "numpy": np.__version__, "numba": numba.__version__, "python": platform.python_version(),
         "gpu": None,
+        # The VM is shared with other sessions' jobs; a load above 0 means contention.
+        "load_average_1_5_15_min": os.getloadavg(),
     }  # fmt: skip
 
 

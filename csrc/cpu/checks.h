@@ -4,7 +4,9 @@
 
 #include <ATen/ATen.h>
 
+#include <atomic>
 #include <cstdint>
+#include <vector>
 
 namespace ssorl {
 
@@ -25,6 +27,34 @@ inline void check_size(const at::Tensor& t, const char* op, const char* name, in
                        int64_t expected, const char* what) {
   TORCH_CHECK_VALUE(t.size(dim) == expected, "ssorl.", op, ": expected ", name, ".shape[", dim,
                     "] == ", expected, " (", what, "). Got shape ", t.sizes(), " instead.");
+}
+
+// `stats` [D] repeated `rows` times, so `rows` consecutive observation rows are
+// normalised by one flat loop the compiler vectorises (D = 17 is not a multiple
+// of the vector width). The arithmetic per element is unchanged.
+inline std::vector<float> tile(const float* stats, int64_t D, int64_t rows) {
+  std::vector<float> tiled(static_cast<size_t>(D * rows));
+  for (int64_t r = 0; r < rows; ++r) {
+    std::copy(stats, stats + D, tiled.begin() + r * D);
+  }
+  return tiled;
+}
+
+// y[j] = (x[j] - mu[j]) / sd[j]: float32 subtract then divide, as in every backend.
+inline void normalise(const float* __restrict x, const float* __restrict mu,
+                      const float* __restrict sd, float* __restrict y, int64_t n) {
+  for (int64_t j = 0; j < n; ++j) {
+    y[j] = (x[j] - mu[j]) / sd[j];
+  }
+}
+
+// Lowers `first` to `b` if smaller: kernels validate each sample where they read
+// it (one pass over memory) and, if any was bad, rerun the serial check that
+// raises for the lowest bad sample.
+inline void record_bad_sample(std::atomic<int64_t>& first, int64_t b) {
+  int64_t current = first.load(std::memory_order_relaxed);
+  while (b < current && !first.compare_exchange_weak(current, b, std::memory_order_relaxed)) {
+  }
 }
 
 }  // namespace ssorl

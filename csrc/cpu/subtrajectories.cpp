@@ -24,7 +24,8 @@ inline void prefetch_range(const void* begin, int64_t bytes) {
   if (bytes > 0) __builtin_prefetch(p + bytes - 1);
 }
 
-// Validates every sample before anything is read (see idm_windows.cpp).
+// Raises for the first sample whose start is not inside its episode; run only
+// when the kernel found one (see idm_windows.cpp).
 void check_samples(int64_t R, int64_t N, int64_t E, const int64_t* step_start,
                    const int64_t* lengths, const int64_t* episode_index, const int64_t* start,
                    int64_t B) {
@@ -107,13 +108,15 @@ void subtrajectories_cpu(const at::Tensor& observations, const at::Tensor& actio
   float* RO = rtg_out.data_ptr<float>();
   int64_t* TO = timesteps_out.data_ptr<int64_t>();
   bool* M = mask_out.data_ptr<bool>();
-  check_samples(R, N, E, ss, len, ei, st, B);
+  const std::vector<float> mu_k = tile(mu, D, K), sd_k = tile(sd, D, K);
+  std::atomic<int64_t> first_bad{B};
 
   const int64_t grain = std::max<int64_t>(1, 8192 / std::max<int64_t>(1, K * (D + A + 4)));
   at::parallel_for(0, B, grain, [&](int64_t b0, int64_t b1) {
     for (int64_t b = b0; b < b1; ++b) {
-      if (b + kPrefetchAhead < b1) {
-        const int64_t a = b + kPrefetchAhead;
+      const int64_t a = b + kPrefetchAhead;
+      if (a < b1 && ei[a] >= 0 && ei[a] < E) {
+        // Prefetch never faults, so an unchecked start here is harmless.
         const int64_t n = std::min(K, len[ei[a]] - st[a]);
         const int64_t g = ss[ei[a]] + st[a];
         prefetch_range(X + (g + ei[a]) * D, n * D * sizeof(float));
@@ -122,6 +125,11 @@ void subtrajectories_cpu(const at::Tensor& observations, const at::Tensor& actio
       }
       const int64_t e = ei[b];
       const int64_t t0 = st[b];
+      if (e < 0 || e >= E || t0 < 0 || t0 >= len[e] || ss[e] < 0 || ss[e] + len[e] > N ||
+          ss[e] + len[e] + e > R) {
+        record_bad_sample(first_bad, b);
+        continue;
+      }
       const int64_t L = std::min(K, len[e] - t0);  // real steps, placed last
       const int64_t pad = K - L;
       const int64_t g0 = ss[e] + t0;  // global step of the first real step
@@ -132,13 +140,7 @@ void subtrajectories_cpu(const at::Tensor& observations, const at::Tensor& actio
       std::memset(RO + b * K, 0, sizeof(float) * pad);
       std::memset(TO + b * K, 0, sizeof(int64_t) * pad);
       std::memset(M + b * K, 0, sizeof(bool) * pad);
-      const float* x = X + (g0 + e) * D;
-      float* y = s_b + pad * D;
-      for (int64_t i = 0; i < L; ++i) {
-        for (int64_t d = 0; d < D; ++d) {
-          y[i * D + d] = (x[i * D + d] - mu[d]) / sd[d];
-        }
-      }
+      normalise(X + (g0 + e) * D, mu_k.data(), sd_k.data(), s_b + pad * D, L * D);
       std::memcpy(a_b + pad * A, Act + g0 * A, sizeof(float) * L * A);
       std::memcpy(RO + b * K + pad, G + g0, sizeof(float) * L);
       int64_t* ts = TO + b * K + pad;
@@ -149,6 +151,9 @@ void subtrajectories_cpu(const at::Tensor& observations, const at::Tensor& actio
       }
     }
   });
+  if (first_bad.load() < B) {
+    check_samples(R, N, E, ss, len, ei, st, B);
+  }
 }
 
 TORCH_LIBRARY_IMPL(ssorl, CPU, m) { m.impl("subtrajectories", &subtrajectories_cpu); }

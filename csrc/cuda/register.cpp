@@ -3,7 +3,7 @@
 // the device into the same IndexError the CPU kernels raise. Compiled only when
 // the build switch asks for CUDA (see ssorl_data/kernels/backend.py).
 #include <ATen/ATen.h>
-#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAStream.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
@@ -58,7 +58,7 @@ void idm_windows_cuda(const at::Tensor& observations, const at::Tensor& step_sta
       lengths.data_ptr<int64_t>(), E, episode_index.data_ptr<int64_t>(),
       step_index.data_ptr<int64_t>(), B, mean.data_ptr<float>(), std.data_ptr<float>(), k,
       out.data_ptr<float>(), valid.data_ptr<bool>(),
-      reinterpret_cast<long long*>(bad.data_ptr<int64_t>()), at::cuda::getCurrentCUDAStream()));
+      reinterpret_cast<long long*>(bad.data_ptr<int64_t>()), c10::cuda::getCurrentCUDAStream()));
   const int64_t b = bad_sample_of(bad);
   TORCH_CHECK_INDEX(b == std::numeric_limits<int64_t>::max(), "ssorl.", kOp, ": sample ", b,
                     " has episode_index ", episode_index[b].item<int64_t>(), " and step_index ",
@@ -116,7 +116,7 @@ void subtrajectories_cuda(const at::Tensor& observations, const at::Tensor& acti
       start.data_ptr<int64_t>(), B, mean.data_ptr<float>(), std.data_ptr<float>(), K,
       states_out.data_ptr<float>(), actions_out.data_ptr<float>(), rtg_out.data_ptr<float>(),
       timesteps_out.data_ptr<int64_t>(), mask_out.data_ptr<bool>(),
-      reinterpret_cast<long long*>(bad.data_ptr<int64_t>()), at::cuda::getCurrentCUDAStream()));
+      reinterpret_cast<long long*>(bad.data_ptr<int64_t>()), c10::cuda::getCurrentCUDAStream()));
   const int64_t b = bad_sample_of(bad);
   TORCH_CHECK_INDEX(b == std::numeric_limits<int64_t>::max(), "ssorl.", kOp, ": sample ", b,
                     " has episode_index ", episode_index[b].item<int64_t>(), " and start ",
@@ -149,7 +149,7 @@ void returns_to_go_cuda(const at::Tensor& rewards, const at::Tensor& step_start,
                                             step_start.data_ptr<int64_t>(),
                                             lengths.data_ptr<int64_t>(), E, gamma,
                                             out.data_ptr<float>(),
-                                            at::cuda::getCurrentCUDAStream()));
+                                            c10::cuda::getCurrentCUDAStream()));
 }
 
 TORCH_LIBRARY_IMPL(ssorl, CUDA, m) {

@@ -4,7 +4,7 @@ The C++ ops in `csrc/` are compiled on first use with
 `torch.utils.cpp_extension.load` into a cache directory and loaded as the
 `torch.ops.ssorl` library. When that fails (no compiler, no headers) ssorl
 falls back to the numba kernels with one `KernelBuildWarning`. The environment
-variable `SSORL_BACKEND=cpp|numba` forces a backend; a forced `cpp` that cannot
+variable `SSORL_BACKEND=cpp|numba|torch` forces a backend; a forced `cpp` that cannot
 be built is an error, not a fallback.
 
 CUDA sources are compiled only when asked for by the explicit switch
@@ -15,6 +15,7 @@ host without a GPU still builds what the GPU host will run.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import warnings
 from dataclasses import asdict, dataclass
@@ -25,7 +26,7 @@ import torch
 
 from ssorl_data.errors import KernelBuildError, KernelBuildWarning
 
-BACKENDS: tuple[str, ...] = ("cpp", "numba")
+BACKENDS: tuple[str, ...] = ("cpp", "numba", "torch")
 BACKEND_ENV = "SSORL_BACKEND"
 CUDA_ENV = "SSORL_BUILD_CUDA"
 CACHE_ENV = "SSORL_CACHE"
@@ -103,7 +104,10 @@ def build_cpp(with_cuda: bool) -> Path:
         )
     names = _CPU_SOURCES + (_CUDA_SOURCES if with_cuda else ())
     name = "ssorl_ops_cuda" if with_cuda else "ssorl_ops"
-    build_directory = cache_dir() / f"torch{torch.__version__}" / name
+    # One build directory per source tree: checkouts sharing the cache would
+    # otherwise rebuild each other's objects on every switch.
+    tree = hashlib.sha1(str(src).encode()).hexdigest()[:10]
+    build_directory = cache_dir() / f"torch{torch.__version__}" / f"{name}-{tree}"
     build_directory.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():
         # torch's build helper warns about compiler/ABI details; they are not ours to fix.
@@ -123,14 +127,32 @@ def build_cpp(with_cuda: bool) -> Path:
     return libraries[-1] if libraries else build_directory
 
 
+def _build_with_cpu_retry(with_cuda: bool) -> Path:
+    """Build with CUDA if asked; if only that fails, warn once and build the CPU kernels alone."""
+    if not with_cuda:
+        return build_cpp(False)
+    try:
+        return build_cpp(True)
+    except Exception as exc:
+        library = build_cpp(False)  # if this fails too, the caller falls back to numba
+        warnings.warn(
+            f"ssorl: the CUDA kernels could not be built ({type(exc).__name__}); the C++ CPU "
+            f"kernels are used. Set {CUDA_ENV}=0 to skip the CUDA build without this warning.",
+            KernelBuildWarning,
+            stacklevel=4,
+        )
+        return library
+
+
 def resolve() -> BackendInfo:
     """Pick the backend once per process: forced by SSORL_BACKEND, else cpp, else numba."""
     forced = requested_backend()
-    if forced == "numba":
-        return BackendInfo("numba", f"{BACKEND_ENV}=numba forces it", False, None, None)
+    if forced in ("numba", "torch"):
+        return BackendInfo(forced, f"{BACKEND_ENV}={forced} forces it", False, None, None)
     with_cuda = cuda_build_requested()
     try:
-        library = build_cpp(with_cuda)
+        library = _build_with_cpu_retry(with_cuda)
+        with_cuda = with_cuda and library.name.startswith("ssorl_ops_cuda")
     except Exception as exc:  # any build or load failure means: no C++ backend here
         error = f"{type(exc).__name__}: {exc}".strip()
         if forced == "cpp":

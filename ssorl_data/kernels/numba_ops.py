@@ -14,11 +14,7 @@ import numba
 import numpy as np
 from numba import prange
 
-# Codes returned with the first bad sample, read by ssorl_data.ops to word the error.
-OK = 0
-BAD_EPISODE = 1  # episode_index outside [0, E)
-BAD_STEP = 2  # step (global for IDM, local for sub-trajectories) outside its episode
-BAD_TABLE = 3  # the episode's rows lie outside the arrays
+from ssorl_data.kernels import BAD_EPISODE, BAD_STEP, BAD_TABLE, OK
 
 
 @numba.njit(cache=True)
@@ -132,9 +128,11 @@ def subtrajectories(
         n_real = min(context, lengths[e] - t0)
         pad = context - n_real
         g0 = step_start[e] + t0
-        for p in range(pad):
-            states_out[b, p, :] = 0.0
-            actions_out[b, p, :] = 0.0
+        for p in range(pad):  # explicit loops: slice assignments would become nested parfors
+            for d in range(n_dim):
+                states_out[b, p, d] = 0.0
+            for a in range(n_act):
+                actions_out[b, p, a] = 0.0
             rtg_out[b, p] = 0.0
             timesteps_out[b, p] = 0
             mask_out[b, p] = False

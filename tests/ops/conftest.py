@@ -13,7 +13,7 @@ import torch
 from ssorl_data import ops
 from ssorl_data.errors import KernelBuildWarning
 
-BACKENDS = ("cpp", "numba")
+BACKENDS = ("cpp", "numba", "torch")
 # Without a C++ compiler the cpp cases are skipped; with one, a broken build fails them.
 HAS_COMPILER = shutil.which(os.environ.get("CXX", "c++")) is not None
 

@@ -38,10 +38,11 @@ def test_forced_cpp_that_cannot_build_is_an_error(monkeypatch: pytest.MonkeyPatc
         backend.resolve()
 
 
-def test_forced_numba_does_not_build(monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setenv(backend.BACKEND_ENV, "numba")
+@pytest.mark.parametrize("name", ["numba", "torch"])
+def test_forced_python_backends_do_not_build(monkeypatch: pytest.MonkeyPatch, name: str):
+    monkeypatch.setenv(backend.BACKEND_ENV, name)
     monkeypatch.setattr(backend, "build_cpp", _failing_build)
-    assert backend.resolve().name == "numba"
+    assert backend.resolve().name == name
 
 
 def test_unknown_backend_name_is_rejected(monkeypatch: pytest.MonkeyPatch):
@@ -109,3 +110,17 @@ def test_missing_compiler_really_falls_back(tmp_path: Path):
     )  # fmt: skip
     assert result.stdout.strip() == "numba"
     assert result.stderr.count("KernelBuildWarning") == 1
+
+
+def test_failed_cuda_build_keeps_the_cpu_kernels(monkeypatch: pytest.MonkeyPatch):
+    def build(with_cuda: bool) -> Path:
+        if with_cuda:
+            raise RuntimeError("nvcc fatal: unsupported gpu architecture")
+        return Path("/cache/ssorl_ops.so")
+
+    monkeypatch.delenv(backend.BACKEND_ENV, raising=False)
+    monkeypatch.setenv(backend.CUDA_ENV, "1")
+    monkeypatch.setattr(backend, "build_cpp", build)
+    with pytest.warns(KernelBuildWarning, match="CUDA kernels could not be built"):
+        info = backend.resolve()
+    assert (info.name, info.cuda_built) == ("cpp", False)

@@ -149,8 +149,11 @@ def test_idm_window_clamps_to_episode_start(backend: str):
     assert valid.tolist()[0] == [False, False, True, True]
     rows = (table.observations[[0, 0, 0, 1]] - table.mean) / table.std
     assert out[0].tobytes() == rows.tobytes()
-    # Last step of episode 1 (global 3, observation rows 2.. of that episode: 2+1+...).
+    # Global step 3 is the last step of episode 1 (steps 1..3, observation rows 2..5):
+    # s_1, s_2, s_3 and the kept final observation s_4 = row 3 + 1 + 1.
     assert valid.tolist()[2] == [True, True, True, True]
+    rows = (table.observations[[2, 3, 4, 5]] - table.mean) / table.std
+    assert out[2].tobytes() == rows.tobytes()
 
 
 def test_subtrajectory_is_left_padded(backend: str):
@@ -268,3 +271,13 @@ def test_idm_windows_reject_bad_arguments(backend: str, position: int, bad, mess
 def test_unknown_backend_is_rejected():
     with pytest.raises(KernelInputError, match="backend to be one of"):
         ops.idm_windows(*_idm_args(Table([4, 3], 2, 1, 4)), backend="fortran")
+
+
+def test_negative_k_and_empty_context_are_rejected(backend: str):
+    args = _idm_args(Table([4, 3], n_dim=2, n_act=1, seed=6))
+    args[7] = -1
+    with pytest.raises(KernelInputError, match="expected k >= 0"):
+        ops.idm_windows(*args, backend=backend)
+    table = Table([4], n_dim=2, n_act=1, seed=6)
+    with pytest.raises(KernelInputError, match="expected context >= 1"):
+        run_subtrajectories(table, np.array([0], np.int64), np.array([0], np.int64), 0, backend)
