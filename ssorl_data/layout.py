@@ -41,6 +41,7 @@ def relabel_path(name: str) -> str:
     """Group path of relabel run `name` (validate `name` with names.check_name first)."""
     return f"{RELABELS}/{name}"
 
+
 LOCK_FILE = ".ssorl-writer.lock"
 
 DEFAULT_CHUNK_STEPS = 32_768

@@ -232,9 +232,7 @@ def split(store, name, labelled_fraction, quantile, seed, episodes_file, overwri
     from ssorl_data.store import TrajectoryStore
 
     with TrajectoryStore.open(store, mode="a") as opened:
-        episodes = (
-            read_episode_list(episodes_file, opened.n_episodes) if episodes_file else None
-        )
+        episodes = read_episode_list(episodes_file, opened.n_episodes) if episodes_file else None
         made = make_split(
             opened,
             name,
