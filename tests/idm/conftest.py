@@ -14,6 +14,7 @@ from ssorl_data.idm import IdmTrainConfig, train_idm
 from ssorl_data.splits import make_split
 from ssorl_data.store import TrajectoryStore
 from tests.data.factories import make_store
+from tests.ops.conftest import _default_backend  # noqa: F401  (resolve the kernels once)
 
 OBS_DIM, ACT_DIM = 4, 2
 # s_{t+1} = s_t + B a_t: the action is recoverable from (s_t, s_{t+1}).
