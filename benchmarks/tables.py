@@ -32,7 +32,14 @@ def store_table(result: dict) -> str:
     ])
 
 
-RENDERERS = {"store": store_table}
+def relabel_table(result: dict) -> str:
+    return _markdown(result["rows"], [
+        ("method", "method", ""), ("steps_per_s", "steps/s", ",.0f"),
+        ("ratio_to_forward_ceiling", "vs forward_ceiling", ".2f"), ("seconds", "seconds", ".2f"),
+    ])
+
+
+RENDERERS = {"store": store_table, "relabel": relabel_table}
 
 
 def render(name: str) -> str:
@@ -46,7 +53,8 @@ def update_readme() -> None:
         if not (RESULTS / f"{name}.json").exists():
             continue
         block = f"<!-- {name} -->\n{render(name)}\n<!-- /{name} -->"
-        text = re.sub(rf"<!-- {name} -->.*?<!-- /{name} -->", lambda _: block, text, flags=re.S)
+        pattern = rf"<!-- {name} -->.*?<!-- /{name} -->"
+        text = re.sub(pattern, lambda _, block=block: block, text, flags=re.S)
     README.write_text(text)
 
 
