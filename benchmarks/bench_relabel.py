@@ -15,9 +15,11 @@ not depend on the weights).
   done flags (the run is created inside the timing; metrics are not computed).
 - `python_loop`: the usual research-code loop with the same ensemble: deep-copy
   the dataset, build each step's window with Python slicing and concatenation,
-  one forward per trajectory.
+  one forward per trajectory. It runs on every j-th episode (about
+  --loop-steps steps, a representative mix) since the whole store would take
+  tens of minutes; its steps/s counts the steps it relabelled.
 
-    python -m benchmarks.bench_relabel [--idm DIR] [--repeats 2]
+    python -m benchmarks.bench_relabel [--idm DIR] [--repeats 2] [--corpus DIR]
 """
 
 from __future__ import annotations
@@ -44,11 +46,11 @@ from ssorl_data.store import TrajectoryStore
 FILES = ["random", "medium", "medium-replay", "expert"]
 
 
-def build_store(path: Path, copies: int) -> None:
+def build_store(path: Path, corpus: Path, copies: int) -> None:
     for copy_index in range(copies):
         for index, name in enumerate(FILES):
             first = copy_index == 0 and index == 0
-            import_dataset(CORPUS / "Hopper-v5" / f"{name}.hdf5", path, append=not first,
+            import_dataset(corpus / "Hopper-v5" / f"{name}.hdf5", path, append=not first,
                            progress=False)  # fmt: skip
 
 
@@ -118,11 +120,14 @@ def main() -> None:
     parser.add_argument("--idm", type=Path, help="IDM checkpoint (default: fresh, untrained)")
     parser.add_argument("--copies", type=int, default=3, help="times the corpus is imported")
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--loop-steps", type=int, default=100_000,
+                        help="about this many steps for python_loop")  # fmt: skip
+    parser.add_argument("--corpus", type=Path, default=CORPUS, help="the shared corpus directory")
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="ssorl-bench-relabel-"))
     try:
         path = root / "store"
-        build_store(path, args.copies)
+        build_store(path, args.corpus, args.copies)
         with TrajectoryStore.open(path, mode="a") as store:
             idm = load_idm(args.idm) if args.idm else fresh_idm(store, shared_trunk=True)
             noop = NoOpIdm(idm.spec, idm.network, {})
@@ -130,9 +135,12 @@ def main() -> None:
             table = store.episode_table()
             obs = store.read_observations(0, store.n_steps + store.n_episodes)
             bounds = table.step_start + np.arange(table.n_episodes)
-            episodes = zip(bounds, table.length, strict=True)
+            stride = max(1, -(-store.n_steps // args.loop_steps))
+            episodes = list(zip(bounds, table.length, strict=True))[::stride]
             dataset = {"observations": [obs[b : b + t + 1] for b, t in episodes]}
             n = store.n_steps
+            steps = {name: n for name in ("ssorl", "forward_ceiling", "data_path")}
+            steps["python_loop"] = int(sum(t for _, t in episodes))
 
             runs = {
                 "ssorl": lambda: relabel_store(store, idm, "bench", overwrite=True, progress=False),
@@ -148,9 +156,10 @@ def main() -> None:
                 "shared_trunk": lambda: predict_windows(idm, sample, DEFAULT_BATCH_SIZE),
                 "separate_members": lambda: predict_windows(separate, sample, DEFAULT_BATCH_SIZE),
             })  # fmt: skip
+        ceiling = n / best["forward_ceiling"]
         rows = [
-            {"method": m, "steps_per_s": n / s, "seconds": s,
-             "ratio_to_forward_ceiling": best["forward_ceiling"] / s}
+            {"method": m, "steps": steps[m], "steps_per_s": steps[m] / s, "seconds": s,
+             "ratio_to_forward_ceiling": steps[m] / s / ceiling}
             for m, s in best.items()
         ]  # fmt: skip
         path = write_results("relabel", {
@@ -162,6 +171,7 @@ def main() -> None:
                 "forward_steps_per_s": {k: sample.shape[0] / s for k, s in ceilings.items()},
             },
             "batch_size": DEFAULT_BATCH_SIZE,
+            "python_loop_episodes": f"every {stride}th episode",
             "chunk_steps": store.chunk_steps,
             "torch_threads": torch.get_num_threads(),
         })  # fmt: skip
