@@ -92,9 +92,10 @@ def relabel_store(
     """`relabel` on an open store (mode "a") with a loaded IDM."""
     started = time.perf_counter()
     idm.check_store(store)
-    split = split or idm.provenance.get("split")
-    if split is not None and split not in store.list_splits():
-        split = None  # an IDM trained on another store: its split does not exist here
+    if split is None:
+        split = idm.provenance.get("split")
+        if split not in store.list_splits():
+            split = None  # an IDM trained on another store: its split does not exist here
     run = _prepare_run(store, idm, name, split, overwrite)
     pending = np.flatnonzero(~run.done())
     resumed = run.n_chunks - pending.size
@@ -102,8 +103,7 @@ def relabel_store(
         total=run.n_steps, unit="step", unit_scale=True, desc=f"relabel {name}",
         disable=not progress,
     )  # fmt: skip
-    bar.update(sum(run.chunk_range(int(i))[1] - run.chunk_range(int(i))[0]
-                   for i in np.flatnonzero(run.done())))  # fmt: skip
+    bar.update(run.n_steps - sum(np.diff(run.chunk_range(int(i)))[0] for i in pending))
     if dask_address is not None or workers is not None:
         if idm.checkpoint is None:
             raise ValueError("Expected an IDM loaded from a checkpoint directory for Dask workers.")
