@@ -14,7 +14,7 @@ from ssorl_data.errors import (
     SplitNotFoundError,
     SplitWarning,
 )
-from ssorl_data.splits import choose_visible, make_split
+from ssorl_data.splits import choose_visible, make_split, read_episode_list
 from ssorl_data.store import EpisodeTable, TrajectoryStore
 from ssorl_data.verify import verify_store
 from tests.data.factories import make_store, random_batch
@@ -105,6 +105,18 @@ def test_episodes_appended_after_the_split_are_hidden(tmp_path):
         make_split(store, "all", labelled_fraction=1.0)
         store.append(random_batch(rng, [2]))
         np.testing.assert_array_equal(store.read_split("all").visible, [True, True, False])
+
+
+def test_episode_lists_read_json_or_text_and_refuse_unknown_episodes(tmp_path):
+    (tmp_path / "a.json").write_text("[3, 1]")
+    (tmp_path / "b.txt").write_text("0, 2\n4\n")
+    np.testing.assert_array_equal(read_episode_list(tmp_path / "a.json", 5), [3, 1])
+    np.testing.assert_array_equal(read_episode_list(tmp_path / "b.txt", 5), [0, 2, 4])
+    with pytest.raises(SplitError, match="episode 3 does not exist"):
+        read_episode_list(tmp_path / "a.json", 3)
+    (tmp_path / "c.txt").write_text("1 two")
+    with pytest.raises(SplitError, match="as integers"):
+        read_episode_list(tmp_path / "c.txt", 3)
 
 
 def test_cli_split_from_a_file_and_by_quantile(tmp_path):
