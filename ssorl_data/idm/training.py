@@ -198,7 +198,7 @@ def train_idm(
         "package_version": __version__,
         "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
-    idm = Idm(spec, network, provenance)
+    idm = Idm(spec, network, provenance).to(device)
     directory = save_idm(idm, out) if out is not None else None
     return TrainResult(idm, directory, history, seconds)
 
