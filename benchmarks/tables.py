@@ -53,8 +53,7 @@ def update_readme() -> None:
         if not (RESULTS / f"{name}.json").exists():
             continue
         block = f"<!-- {name} -->\n{render(name)}\n<!-- /{name} -->"
-        pattern = rf"<!-- {name} -->.*?<!-- /{name} -->"
-        text = re.sub(pattern, lambda _, block=block: block, text, flags=re.S)
+        text = re.sub(rf"<!-- {name} -->.*?<!-- /{name} -->", lambda _: block, text, flags=re.S)
     README.write_text(text)
 
 
