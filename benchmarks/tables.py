@@ -57,7 +57,19 @@ def store_tables(result: dict) -> str:
     return f"{store_table(result)}\n\n{title}\n\n{chunk_table(result)}"
 
 
-RENDERERS = {"store": store_tables}
+def relabel_table(result: dict) -> str:
+    return _markdown(
+        result["rows"],
+        [
+            ("method", "method", ""),
+            ("steps_per_s", "steps/s", ",.0f"),
+            ("ratio_to_forward_ceiling", "vs forward_ceiling", ".2f"),
+            ("seconds", "seconds", ".2f"),
+        ],
+    )
+
+
+RENDERERS = {"store": store_tables, "relabel": relabel_table}
 
 
 def render(name: str) -> str:

@@ -47,6 +47,35 @@ class InvalidNameError(SsorlError, ValueError):
     """A name that becomes a path (split, relabel run, dataset id) is not allowed."""
 
 
+class SplitError(SsorlError, ValueError):
+    """A split definition is invalid (wrong length, visible episodes without actions, ...)."""
+
+
+class SplitExistsError(SsorlError, FileExistsError):
+    """A split of that name exists and overwrite was not asked for."""
+
+
+class SplitNotFoundError(SsorlError, LookupError):
+    """No complete split of that name exists in the store."""
+
+
+class SplitWarning(UserWarning):
+    """A split got fewer labelled episodes than asked for (the pool was too small)."""
+
+
+class RelabelExistsError(SsorlError, FileExistsError):
+    """A relabel run of that name exists (complete, or made by another IDM) and overwrite was
+    not asked for."""
+
+
+class RelabelNotFoundError(SsorlError, LookupError):
+    """No relabel run of that name exists in the store."""
+
+
+class IdmCheckpointError(SsorlError, ValueError):
+    """An IDM checkpoint directory is missing files or holds inconsistent ones."""
+
+
 class KernelInputError(SsorlError, ValueError):
     """A kernel argument has the wrong dtype, shape, device or layout."""
 

@@ -21,6 +21,26 @@ EPISODE_ARRAYS = (STEP_START, LENGTH, RETURN, LABELLED)
 
 SPLITS = "splits"
 RELABELS = "relabels"
+SPLIT_VISIBLE = "visible"  # inside splits/<name>/
+RELABEL_ACTIONS = "actions"  # inside relabels/<name>/
+RELABEL_UNCERTAINTY = "uncertainty"
+RELABEL_DONE = "done"  # [n_chunks] bool, chunk size 1: one file per finished chunk
+
+# A split or relabel group is used only once its `status` attribute says so.
+STATUS_WRITING = "writing"
+STATUS_PARTIAL = "partial"
+STATUS_COMPLETE = "complete"
+
+
+def split_path(name: str) -> str:
+    """Group path of split `name` (validate `name` with names.check_name first)."""
+    return f"{SPLITS}/{name}"
+
+
+def relabel_path(name: str) -> str:
+    """Group path of relabel run `name` (validate `name` with names.check_name first)."""
+    return f"{RELABELS}/{name}"
+
 
 LOCK_FILE = ".ssorl-writer.lock"
 

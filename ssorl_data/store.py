@@ -29,12 +29,18 @@ from ssorl_data import __version__, layout
 from ssorl_data.episodes import EpisodeBatch, validate_batch
 from ssorl_data.errors import (
     ReadOnlyStoreError,
+    RelabelExistsError,
+    RelabelNotFoundError,
+    SplitError,
+    SplitExistsError,
+    SplitNotFoundError,
     StoreExistsError,
     StoreFormatError,
     StoreNotFoundError,
 )
 from ssorl_data.lock import WriterLock
 from ssorl_data.metadata import StoreMetadata, check_box
+from ssorl_data.names import check_name
 
 Mode = Literal["r", "a"]
 Compression = Literal["zstd", "lz4", "none"]
@@ -60,6 +66,15 @@ class EpisodeTable:
     @property
     def n_episodes(self) -> int:
         return int(self.length.shape[0])
+
+
+@dataclass(frozen=True)
+class Split:
+    """A complete split: which episodes' recorded actions training may see."""
+
+    name: str
+    visible: np.ndarray  # [E] bool over the store's current episodes (later ones: False)
+    attrs: dict[str, Any]  # the protocol it was made with, `n_episodes` at creation, status
 
 
 class TrajectoryStore:
@@ -263,10 +278,169 @@ class TrajectoryStore:
             yield self.read_episodes(start, stop, table)
             start = stop
 
-    def raw_array_info(self, name: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
-        """(stored shape, chunk shape) of array `name`, beyond the committed sizes; for verify."""
+    def raw_array_info(self, name: str, with_dtype: bool = False) -> tuple[Any, ...]:
+        """(stored shape, chunk shape[, dtype]) of array `name`, beyond the committed sizes."""
         array = self._group[name]
-        return tuple(array.shape), tuple(array.chunks)
+        info = (tuple(array.shape), tuple(array.chunks))
+        return (*info, np.dtype(array.dtype)) if with_dtype else info
+
+    def chunk_ranges(self) -> list[tuple[int, int]]:
+        """Half-open step ranges [start, stop) of the step arrays' chunks, in order."""
+        c = self.chunk_steps
+        return [(lo, min(lo + c, self.n_steps)) for lo in range(0, self.n_steps, c)]
+
+    # ------------------------------------------------------------------ splits
+    def list_splits(self) -> list[str]:
+        """Names of the splits in the store (complete or not; `read_split` checks)."""
+        return self._children(layout.SPLITS)
+
+    def read_split(self, name: str) -> Split:
+        """The complete split `name`; episodes appended after it was made are not visible."""
+        check_name(name, "split")
+        path = layout.split_path(name)
+        if path not in self._group:
+            raise SplitNotFoundError(
+                f"{self.path}: no split {name!r}; the store has {self.list_splits() or 'none'}. "
+                "Make one with `ssorl data split`."
+            )
+        group = self._group[path]
+        attrs = dict(group.attrs)
+        if attrs.get("status") != layout.STATUS_COMPLETE:
+            raise SplitNotFoundError(
+                f"{self.path}/{path}: the split was never finished (status "
+                f"{attrs.get('status')!r}). Write it again with overwrite=True (CLI: --overwrite)."
+            )
+        stored = group[layout.SPLIT_VISIBLE][:]
+        visible = np.zeros(self.n_episodes, dtype=bool)
+        visible[: stored.shape[0]] = stored
+        return Split(name, visible, attrs)
+
+    def write_split(
+        self, name: str, visible: np.ndarray, protocol: dict[str, Any], *, overwrite: bool = False
+    ) -> Split:
+        """Store split `name`: `visible` [E] bool, only on episodes whose every action was recorded.
+
+        The group is marked complete only after the array is written, so a split
+        half-written by a killed process is never read.
+        """
+        self._require_writer("write a split")
+        check_name(name, "split")
+        visible = np.asarray(visible)
+        if visible.dtype != np.bool_ or visible.shape != (self.n_episodes,):
+            raise SplitError(
+                f"{self.path}: expected split {name!r} as a bool array of shape "
+                f"({self.n_episodes},). Got {visible.dtype} of shape {visible.shape} instead."
+            )
+        no_actions = visible & ~self.episode_table().labelled
+        if no_actions.any():
+            e = int(np.argmax(no_actions))
+            raise SplitError(
+                f"{self.path}, episode {e}: split {name!r} makes it visible, but not every step "
+                "of it has a recorded action. Only labelled episodes can be visible."
+            )
+        path = layout.split_path(name)
+        self._make_room(path, overwrite, SplitExistsError, "split", "ssorl data split")
+        group = self._group.require_group(layout.SPLITS).create_group(
+            name, attributes={"status": layout.STATUS_WRITING}
+        )
+        array = group.create_array(
+            layout.SPLIT_VISIBLE,
+            shape=visible.shape,
+            chunks=(layout.DEFAULT_EPISODE_CHUNK,),
+            dtype=bool,
+            fill_value=False,
+        )
+        array[:] = visible
+        attrs = {**protocol, "n_episodes": self.n_episodes, "status": layout.STATUS_COMPLETE}
+        group.update_attributes(attrs)
+        return Split(name, visible.copy(), attrs)
+
+    # ------------------------------------------------------------------ relabel runs
+    def list_relabels(self) -> list[str]:
+        """Names of the relabel runs in the store (partial or complete)."""
+        return self._children(layout.RELABELS)
+
+    def create_relabel(
+        self, name: str, provenance: dict[str, Any], *, overwrite: bool = False
+    ) -> RelabelRun:
+        """Create the empty, `partial` relabel run `name` over the committed steps."""
+        self._require_writer("create a relabel run")
+        check_name(name, "relabel run")
+        path = layout.relabel_path(name)
+        self._make_room(path, overwrite, RelabelExistsError, "relabel run", "ssorl relabel")
+        n, c = self.n_steps, self.chunk_steps
+        n_chunks = -(-n // c)
+        attrs = {
+            **provenance,
+            "n_steps": n,
+            "chunk_steps": c,
+            "n_chunks": n_chunks,
+            "status": layout.STATUS_PARTIAL,
+        }
+        group = self._group.require_group(layout.RELABELS).create_group(name, attributes=attrs)
+        compressors = self._group[layout.ACTIONS].compressors
+        act_shape = tuple(self.action_space.shape)
+        for key, shape in ((layout.RELABEL_ACTIONS, act_shape), (layout.RELABEL_UNCERTAINTY, ())):
+            group.create_array(
+                key,
+                shape=(n, *shape),
+                chunks=(c, *shape),
+                dtype=np.float32,
+                fill_value=np.nan,
+                compressors=compressors,
+            )
+        group.create_array(
+            layout.RELABEL_DONE, shape=(n_chunks,), chunks=(1,), dtype=bool, fill_value=False
+        )
+        return RelabelRun(self.path, name, group)
+
+    def relabel_run(self, name: str) -> RelabelRun:
+        """Relabel run `name` (writable only when the store is open with mode="a")."""
+        check_name(name, "relabel run")
+        path = layout.relabel_path(name)
+        if path not in self._group:
+            raise RelabelNotFoundError(
+                f"{self.path}: no relabel run {name!r}; the store has "
+                f"{self.list_relabels() or 'none'}. Make one with `ssorl relabel`."
+            )
+        return RelabelRun(self.path, name, self._group[path])
+
+    def complete_relabel(self, name: str, metrics: dict[str, Any]) -> None:
+        """Mark run `name` complete with its metrics, once every chunk is done."""
+        self._require_writer("complete a relabel run")
+        run = self.relabel_run(name)
+        missing = np.flatnonzero(~run.done())
+        if missing.size:
+            raise ValueError(
+                f"{self.path}/{layout.relabel_path(name)}: chunks {missing[:8].tolist()} are not "
+                "written yet. Run the relabel again to finish them."
+            )
+        run._group.update_attributes({"metrics": metrics, "status": layout.STATUS_COMPLETE})
+
+    def _children(self, parent: str) -> list[str]:
+        if parent not in self._group:
+            return []
+        return sorted(self._group[parent].group_keys())
+
+    def _make_room(
+        self, path: str, overwrite: bool, error: type[Exception], what: str, command: str
+    ) -> None:
+        """Delete the group at `path` if `overwrite`, else refuse when it exists."""
+        if path not in self._group:
+            return
+        if not overwrite:
+            raise error(
+                f"{self.path}/{path}: a {what} of that name exists. Pass overwrite=True "
+                f"(`{command} --overwrite`) to replace it, or choose another name."
+            )
+        del self._group[path]
+
+    def _require_writer(self, action: str) -> None:
+        if self.mode != "a" or self._lock is None:
+            raise ReadOnlyStoreError(
+                f"{self.path}: opened read-only, cannot {action}. Use "
+                "TrajectoryStore.open(path, mode='a') or TrajectoryStore.create(...)."
+            )
 
     def _check_range(self, what: str, start: int, stop: int, size: int) -> None:
         if not 0 <= start <= stop <= size:
@@ -286,11 +460,7 @@ class TrajectoryStore:
         `provenance` (where the episodes came from) is appended to the store's
         `extra["imports"]` in the same atomic commit.
         """
-        if self.mode != "a" or self._lock is None:
-            raise ReadOnlyStoreError(
-                f"{self.path}: opened read-only. Use TrajectoryStore.open(path, mode='a') "
-                "or TrajectoryStore.create(...) to append."
-            )
+        self._require_writer("append")
         appender = Appender(self, source)
         try:
             yield appender
@@ -314,6 +484,91 @@ class TrajectoryStore:
         with self.appending(source) as appender:
             appender.add(batch)
         return range(first, self.n_episodes)
+
+
+class RelabelRun:
+    """The arrays of one relabel run: proxy actions, uncertainty and the finished-chunk flags.
+
+    Each chunk is written whole and then flagged in `done`, whose chunk size is 1,
+    so every flag is its own file: a run killed mid-chunk leaves that chunk
+    unflagged, to be recomputed on resume.
+    """
+
+    def __init__(self, store_path: Path, name: str, group: zarr.Group) -> None:
+        self.store_path = store_path
+        self.name = name
+        self._group = group
+        attrs = self.attrs
+        self.n_steps = int(attrs["n_steps"])
+        self.chunk_steps = int(attrs["chunk_steps"])
+        self.n_chunks = int(attrs["n_chunks"])
+
+    @property
+    def attrs(self) -> dict[str, Any]:
+        return dict(self._group.attrs)
+
+    @property
+    def status(self) -> str:
+        return str(self._group.attrs.get("status"))
+
+    def done(self) -> np.ndarray:
+        """[n_chunks] bool: chunks whose actions and uncertainty are written."""
+        return self._group[layout.RELABEL_DONE][:]
+
+    def chunk_range(self, index: int) -> tuple[int, int]:
+        """Step range [start, stop) of chunk `index`."""
+        if not 0 <= index < self.n_chunks:
+            raise IndexError(
+                f"{self.where}: chunk {index} does not exist; the run has {self.n_chunks} chunks."
+            )
+        start = index * self.chunk_steps
+        return start, min(start + self.chunk_steps, self.n_steps)
+
+    def write_chunk(self, index: int, actions: np.ndarray, uncertainty: np.ndarray) -> None:
+        """Write chunk `index` whole, then flag it done."""
+        start, stop = self.chunk_range(index)
+        act = self._group[layout.RELABEL_ACTIONS]
+        expected = ((stop - start, *act.shape[1:]), (stop - start,))
+        if actions.shape != expected[0] or uncertainty.shape != expected[1]:
+            raise ValueError(
+                f"{self.where}: chunk {index} expects actions {expected[0]} and uncertainty "
+                f"{expected[1]}. Got {actions.shape} and {uncertainty.shape} instead."
+            )
+        act[start:stop] = actions
+        self._group[layout.RELABEL_UNCERTAINTY][start:stop] = uncertainty
+        self._group[layout.RELABEL_DONE][index] = True
+
+    def read(self, key: Literal["actions", "uncertainty"], start: int, stop: int) -> np.ndarray:
+        """Rows [start, stop) of `actions` or `uncertainty` (NaN in chunks not yet written)."""
+        if key not in (layout.RELABEL_ACTIONS, layout.RELABEL_UNCERTAINTY):
+            raise KeyError(f"Expected 'actions' or 'uncertainty'. Got {key!r} instead.")
+        if not 0 <= start <= stop <= self.n_steps:
+            raise IndexError(f"{self.where}: rows [{start}, {stop}) outside [0, {self.n_steps}).")
+        return self._group[key][start:stop]
+
+    def array_info(self, key: str) -> tuple[tuple[int, ...], tuple[int, ...], np.dtype]:
+        """(shape, chunk shape, dtype) of array `key`; for verify."""
+        array = self._group[key]
+        return tuple(array.shape), tuple(array.chunks), np.dtype(array.dtype)
+
+    @property
+    def where(self) -> str:
+        return f"{self.store_path}/{layout.relabel_path(self.name)}"
+
+
+def open_relabel_for_worker(store_path: str | os.PathLike[str], name: str) -> RelabelRun:
+    """Open run `name` for writing chunks WITHOUT the writer lock: for distributed workers only.
+
+    The coordinating process holds the store's writer lock for the whole run and
+    gives each worker distinct chunks. A chunk and its done flag are separate
+    files that only that worker writes, and no worker touches attributes or the
+    committed sizes, so the workers need no lock among themselves.
+    """
+    check_name(name, "relabel run")
+    path = Path(store_path) / layout.relabel_path(name)
+    if not (path / "zarr.json").is_file():
+        raise RelabelNotFoundError(f"{path}: no relabel run here; the coordinator creates it.")
+    return RelabelRun(Path(store_path), name, zarr.open_group(path, mode="r+", zarr_format=3))
 
 
 class _ColumnWriter:

@@ -9,6 +9,7 @@ from tqdm.auto import tqdm
 
 from ssorl_data import layout
 from ssorl_data.episodes import find_problems
+from ssorl_data.errors import SplitNotFoundError
 from ssorl_data.store import TrajectoryStore
 
 
@@ -55,6 +56,8 @@ def verify_store(store: TrajectoryStore, progress: bool = False) -> VerifyReport
         first = stop
         bar.update(batch.n_steps)
     bar.close()
+    report.violations += _split_problems(store, table)
+    report.violations += _relabel_problems(store)
     return report
 
 
@@ -118,4 +121,74 @@ def _derived_problems(store, batch, mask, table, first: int, stop: int) -> list[
             f"{store.path}, episode {e}: episodes/labelled is {bool(table.labelled[e])} but "
             "its steps say otherwise."
         )
+    return problems
+
+
+def _split_problems(store: TrajectoryStore, table) -> list[str]:
+    """Every split is complete, bool, no longer than the episodes, visible only where labelled."""
+    problems = []
+    for name in store.list_splits():
+        where = f"{store.path}/{layout.split_path(name)}"
+        try:
+            split = store.read_split(name)
+        except SplitNotFoundError as error:
+            problems.append(str(error))
+            continue
+        shape, _, dtype = store.raw_array_info(
+            f"{layout.split_path(name)}/{layout.SPLIT_VISIBLE}", with_dtype=True
+        )
+        if dtype != np.bool_ or len(shape) != 1 or shape[0] > store.n_episodes:
+            problems.append(
+                f"{where}: visible should be bool of at most {store.n_episodes} episodes; "
+                f"it is {dtype} of shape {shape}. Make the split again with --overwrite."
+            )
+            continue
+        no_actions = split.visible & ~table.labelled
+        if no_actions.any():
+            problems.append(
+                f"{where}, episode {int(np.argmax(no_actions))}: visible but without recorded "
+                "actions. Make the split again with --overwrite."
+            )
+    return problems
+
+
+def _relabel_problems(store: TrajectoryStore) -> list[str]:
+    """Relabel arrays have the run's shapes; written chunks hold finite actions."""
+    problems = []
+    act_shape = tuple(store.action_space.shape)
+    for name in store.list_relabels():
+        run = store.relabel_run(name)
+        expected = {
+            layout.RELABEL_ACTIONS: (run.n_steps, *act_shape),
+            layout.RELABEL_UNCERTAINTY: (run.n_steps,),
+            layout.RELABEL_DONE: (run.n_chunks,),
+        }
+        bad = [
+            f"{key} {run.array_info(key)[0]} (expected {shape})"
+            for key, shape in expected.items()
+            if run.array_info(key)[0] != shape
+        ]
+        if run.n_steps > store.n_steps or bad:
+            what = ", ".join(bad) or "more steps than the store"
+            problems.append(
+                f"{run.where}: shapes do not fit the run ({what}). Relabel again with --overwrite."
+            )
+            continue
+        done = run.done()
+        if run.status == layout.STATUS_COMPLETE and not done.all():
+            problems.append(
+                f"{run.where}: marked complete but chunks {np.flatnonzero(~done)[:8]} "
+                "are not written. Relabel again to finish them."
+            )
+        for index in np.flatnonzero(done):
+            start, stop = run.chunk_range(int(index))
+            actions = run.read("actions", start, stop)
+            if not np.isfinite(actions).all():
+                step = start + int(
+                    np.argmax(~np.isfinite(actions).reshape(stop - start, -1).all(axis=1))
+                )
+                problems.append(
+                    f"{run.where}: chunk {int(index)} is marked done but step {step} has a "
+                    "non-finite proxy action. Relabel again with --overwrite."
+                )
     return problems

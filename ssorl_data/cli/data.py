@@ -249,3 +249,49 @@ def collect(env_id, store, steps, policy, n_envs, seed, no_actions, quiet) -> No
         progress=not quiet,
     )
     click.echo(f"collected {steps} steps of {env_id} into {store}")
+
+
+@click.argument("store", type=click.Path(path_type=Path))
+@click.option("--name", required=True, help="Split name (letters, digits, '.', '_', '-').")
+@click.option(
+    "--labelled-fraction",
+    type=click.FloatRange(0, 1),
+    help="Fraction of ALL episodes whose actions stay visible.",
+)
+@click.option(
+    "--quantile",
+    type=click.FloatRange(0, 1, min_open=True),
+    help="Draw labelled episodes only from the lowest-return QUANTILE fraction (omit: random).",
+)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--episodes",
+    "episodes_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Explicit visible episodes: a JSON list or a text file of indices.",
+)
+@click.option("--overwrite", is_flag=True, help="Replace an existing split of that name.")
+@fail_on_ssorl_errors
+def split(store, name, labelled_fraction, quantile, seed, episodes_file, overwrite) -> None:
+    """Mark which episodes of STORE keep visible actions (no recorded action is removed).
+
+    Python API: ssorl_data.splits.make_split.
+    """
+    from ssorl_data.splits import make_split, read_episode_list
+    from ssorl_data.store import TrajectoryStore
+
+    with TrajectoryStore.open(store, mode="a") as opened:
+        episodes = read_episode_list(episodes_file, opened.n_episodes) if episodes_file else None
+        made = make_split(
+            opened,
+            name,
+            labelled_fraction=labelled_fraction,
+            quantile=quantile,
+            seed=seed,
+            episodes=episodes,
+            overwrite=overwrite,
+        )
+    click.echo(
+        f"split {name!r}: {int(made.visible.sum())} of {made.visible.size} episodes visible "
+        f"({made.attrs['method']})"
+    )

@@ -16,9 +16,11 @@ from ssorl_data import __version__
 COMMANDS: dict[str, str] = {
     "data": "ssorl_data.cli.data:data",
     "doctor": "ssorl_data.cli.doctor:doctor",
+    "idm": "ssorl_data.cli.idm:idm",
     "quickstart": "ssorl_data.cli.quickstart:quickstart",
     "train": "ssorl_train.cli:train",
     "eval": "ssorl_train.cli:evaluate",
+    "relabel": "ssorl_data.cli.relabel:relabel",
 }
 
 

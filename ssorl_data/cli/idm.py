@@ -1,0 +1,91 @@
+"""`ssorl idm ...`: train and evaluate inverse dynamics models."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from ssorl_data.cli.data import fail_on_ssorl_errors
+
+
+@click.group()
+def idm() -> None:
+    """Train and evaluate inverse dynamics models (IDMs) on a store's split."""
+
+
+@idm.command()
+@click.argument("store", type=click.Path(path_type=Path))
+@click.option("--split", required=True, help="Split whose visible episodes train the IDM.")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Checkpoint directory.")
+@click.option("--k", type=click.IntRange(min=0), default=1, show_default=True,
+              help="Past states in the window (input: s_{t-k}..s_t, s_{t+1}).")  # fmt: skip
+@click.option("--hidden", default="1024,1024", show_default=True, help="Hidden layer sizes.")
+@click.option("--members", type=click.IntRange(min=1), default=5, show_default=True)
+@click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), default=0.1,
+              show_default=True)  # fmt: skip
+@click.option("--shared-trunk/--separate-members", default=True, show_default=True,
+              help="Share hidden layers across members (about M times cheaper).")  # fmt: skip
+@click.option("--lr", type=float, default=1e-4, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=1024, show_default=True)
+@click.option("--max-steps", type=click.IntRange(min=1), default=2000, show_default=True,
+              help="Gradient-step budget; the defaults take about 10 minutes on an idle 2-core "
+                   "CPU (early stopping may end sooner).")  # fmt: skip
+@click.option("--eval-every", type=click.IntRange(min=1), default=100, show_default=True)
+@click.option("--patience", type=click.IntRange(min=1), default=5, show_default=True,
+              help="Evaluations without validation improvement before stopping.")  # fmt: skip
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", default="cpu", show_default=True, help="torch device, e.g. cuda.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@fail_on_ssorl_errors
+def train(store, split, out, k, hidden, members, dropout, shared_trunk, lr, batch_size,
+          max_steps, eval_every, patience, seed, device, quiet) -> None:  # fmt: skip
+    """Train an IDM ensemble on the visible episodes of SPLIT in STORE; write it to OUT.
+
+    Python API: ssorl_data.idm.training.train_idm.
+    """
+    from ssorl_data.idm.training import IdmTrainConfig, train_idm
+    from ssorl_data.store import TrajectoryStore
+
+    config = IdmTrainConfig(
+        k=k, hidden=tuple(int(h) for h in hidden.split(",")), members=members, dropout=dropout,
+        shared_trunk=shared_trunk, lr=lr, batch_size=batch_size, max_steps=max_steps,
+        eval_every=eval_every, patience=patience, seed=seed,
+    )  # fmt: skip
+    with TrajectoryStore.open(store) as opened:
+        result = train_idm(opened, split, out, config, device=device, progress=not quiet)
+    best = result.idm.provenance
+    click.echo(
+        f"trained {members}-member IDM in {result.seconds:.0f}s ({best['steps_run']} steps; best "
+        f"val NLL {best['best_val_nll']:.4f} at step {best['best_step']}); saved to {out}"
+    )
+
+
+@idm.command("eval")
+@click.argument("store", type=click.Path(path_type=Path))
+@click.option("--idm", "idm_dir", required=True, type=click.Path(path_type=Path),
+              help="Checkpoint directory.")  # fmt: skip
+@click.option("--split", help="Split whose hidden episodes to score (default: the IDM's).")
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@fail_on_ssorl_errors
+def eval_command(store, idm_dir, split, device, as_json) -> None:
+    """NLL, action MSE and uncertainty of the IDM on held-out and hidden episodes of STORE.
+
+    Groups: val (held-out labelled episodes), hidden (recorded actions the split
+    hides), hidden_inside / hidden_outside (return inside / outside the visible
+    episodes' range). Python API: ssorl_data.idm.evaluate.evaluate_idm.
+    """
+    from ssorl_data.idm.checkpoint import load_idm
+    from ssorl_data.idm.evaluate import evaluate_idm
+    from ssorl_data.store import TrajectoryStore
+
+    model = load_idm(idm_dir, device)
+    with TrajectoryStore.open(store) as opened:
+        result = evaluate_idm(model, opened, split)
+    if as_json:
+        click.echo(json.dumps(result, indent=1))
+        return
+    for key, value in result.items():
+        click.echo(f"{key:<32} {value:.6g}" if isinstance(value, float) else f"{key:<32} {value}")

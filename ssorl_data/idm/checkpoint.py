@@ -1,0 +1,191 @@
+"""The IDM as a loadable object: network + window size + normalisation + action bounds.
+
+A checkpoint directory holds `model.safetensors` (weights), `config.json` (what
+builds the network and maps its output to actions) and `provenance.json` (store,
+split, seed, package version, training metrics). Loading runs no code from disk.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+
+from ssorl_data.errors import IdmCheckpointError, SpaceMismatchError
+from ssorl_data.idm.model import IdmEnsemble, squashed_nll
+from ssorl_data.store import TrajectoryStore
+
+WEIGHTS, CONFIG, PROVENANCE = "model.safetensors", "config.json", "provenance.json"
+
+
+@dataclass(frozen=True)
+class IdmSpec:
+    """Everything needed to rebuild the network and use it on a store (config.json)."""
+
+    k: int  # past states in the window: input is s_{t-k} .. s_t, s_{t+1}
+    hidden: tuple[int, ...]
+    members: int
+    dropout: float
+    shared_trunk: bool
+    obs_shape: tuple[int, ...]
+    act_shape: tuple[int, ...]
+    obs_mean: tuple[float, ...]  # [D] normalisation over the store's observation rows
+    obs_std: tuple[float, ...]
+    action_low: tuple[float, ...]  # [A] the tanh output is mapped onto [low, high]
+    action_high: tuple[float, ...]
+
+    @property
+    def obs_dim(self) -> int:
+        return int(np.prod(self.obs_shape))
+
+    @property
+    def act_dim(self) -> int:
+        return int(np.prod(self.act_shape))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], where: str) -> IdmSpec:
+        names = {f.name for f in dataclasses.fields(cls)}
+        if set(data) != names:
+            raise IdmCheckpointError(
+                f"{where}: expected config keys {sorted(names)}. Got {sorted(data)} instead. "
+                "The checkpoint was written by another ssorl version; train it again."
+            )
+        tuples = {n: tuple(v) for n, v in data.items() if isinstance(v, list)}
+        return cls(**{**data, **tuples})
+
+
+class Idm:
+    """A trained IDM ensemble in eval mode: windows in, proxy actions and uncertainty out."""
+
+    def __init__(
+        self,
+        spec: IdmSpec,
+        network: IdmEnsemble,
+        provenance: dict[str, Any],
+        checkpoint: Path | None = None,
+    ) -> None:
+        self.spec = spec
+        self.checkpoint = checkpoint  # the directory it was loaded from, if any
+        self.network = network.eval()
+        self.provenance = provenance
+        # Normalisation stays on the CPU, where the window kernels run on store rows.
+        self.mean = torch.tensor(spec.obs_mean, dtype=torch.float32)
+        self.std = torch.tensor(spec.obs_std, dtype=torch.float32)
+        low = torch.tensor(spec.action_low, dtype=torch.float32)
+        high = torch.tensor(spec.action_high, dtype=torch.float32)
+        self.action_mid, self.action_half = (high + low) / 2, (high - low) / 2
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.network.parameters()).device
+
+    def to(self, device: str | torch.device) -> Idm:
+        self.network.to(device)
+        self.action_mid = self.action_mid.to(device)
+        self.action_half = self.action_half.to(device)
+        return self
+
+    def predict(
+        self, windows: Tensor, actions: Tensor | None = None
+    ) -> tuple[Tensor, Tensor, Tensor | None]:
+        """windows [B, k+2, D] normalised -> (actions [B, A], uncertainty [B], nll [B] | None).
+
+        The action is the members' mean of tanh(mean); the uncertainty is the
+        variance of the members' actions across the ensemble (in action units),
+        averaged over action dimensions: it grows where the members disagree.
+        Given recorded `actions` [B, A], also their NLL, averaged over members.
+        Call under torch.inference_mode().
+        """
+        mean, log_std = self.network(windows.flatten(1))
+        member_actions = torch.tanh(mean) * self.action_half + self.action_mid  # [M, B, A]
+        predicted = member_actions.mean(0)
+        uncertainty = member_actions.var(0, correction=0).mean(-1)
+        nll = None
+        if actions is not None:
+            scaled = (actions.flatten(1) - self.action_mid) / self.action_half
+            nll = squashed_nll(mean, log_std, scaled).mean(0)
+        return predicted, uncertainty, nll
+
+    def check_store(self, store: TrajectoryStore) -> None:
+        """Refuse a store whose observation or action space differs from the training store's."""
+        obs, act = store.observation_space, store.action_space
+        checks = [
+            ("observation shape", tuple(obs.shape), self.spec.obs_shape),
+            ("action shape", tuple(act.shape), self.spec.act_shape),
+        ]
+        if np.isfinite(act.low).all() and np.isfinite(act.high).all():
+            checks += [
+                ("action low", tuple(float(v) for v in act.low.ravel()), self.spec.action_low),
+                ("action high", tuple(float(v) for v in act.high.ravel()), self.spec.action_high),
+            ]
+        for what, got, expected in checks:
+            if len(got) != len(expected) or not np.allclose(got, expected):
+                raise SpaceMismatchError(
+                    f"{store.path}: the IDM was trained on {what} {expected!r}. Got {got!r} "
+                    "instead. Use an IDM trained on a store of this environment."
+                )
+
+
+def build_network(spec: IdmSpec) -> IdmEnsemble:
+    return IdmEnsemble(
+        (spec.k + 2) * spec.obs_dim,
+        spec.act_dim,
+        spec.hidden,
+        spec.members,
+        spec.dropout,
+        spec.shared_trunk,
+    )
+
+
+def save_idm(idm: Idm, directory: str | Path) -> Path:
+    """Write the checkpoint directory (created if needed; files replaced)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in idm.network.state_dict().items()}
+    save_file(state, directory / WEIGHTS)
+    (directory / CONFIG).write_text(json.dumps(idm.spec.to_dict(), indent=1) + "\n")
+    (directory / PROVENANCE).write_text(json.dumps(idm.provenance, indent=1) + "\n")
+    return directory
+
+
+def load_idm(directory: str | Path, device: str | torch.device = "cpu") -> Idm:
+    """Load a checkpoint directory written by `save_idm` / `train_idm`."""
+    directory = Path(directory)
+    for name in (WEIGHTS, CONFIG, PROVENANCE):
+        if not (directory / name).is_file():
+            raise IdmCheckpointError(
+                f"{directory}: no {name}. Expected an IDM checkpoint directory written by "
+                "`ssorl idm train --out DIR`."
+            )
+    try:
+        spec = IdmSpec.from_dict(json.loads((directory / CONFIG).read_text()), str(directory))
+        provenance = json.loads((directory / PROVENANCE).read_text())
+    except json.JSONDecodeError as error:
+        raise IdmCheckpointError(f"{directory}: unreadable JSON ({error}).") from None
+    network = build_network(spec)
+    try:
+        network.load_state_dict(load_file(directory / WEIGHTS))
+    except RuntimeError as error:
+        raise IdmCheckpointError(
+            f"{directory / WEIGHTS}: weights do not fit {CONFIG} ({error})."
+        ) from None
+    return Idm(spec, network, provenance, directory).to(device)
+
+
+def checkpoint_hash(directory: str | Path) -> str:
+    """sha256 of the weights and config: names the exact IDM in a relabel run's provenance."""
+    digest = hashlib.sha256()
+    for name in (WEIGHTS, CONFIG):
+        digest.update((Path(directory) / name).read_bytes())
+    return digest.hexdigest()

@@ -1,0 +1,242 @@
+"""Training the IDM ensemble on a split's visible episodes.
+
+Defaults follow the semi-supervised offline RL literature (window k = 1, two
+hidden layers of 1024, dropout 0.1, Adam lr 1e-4, batch 1024, 5 members).
+Validation holds out 10% of the visible episodes; early stopping restores the
+weights of the best validation NLL. The whole store is read into RAM once
+(observations and actions: about 60 bytes per step for Hopper).
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ssorl_data import __version__, ops
+from ssorl_data.errors import SplitError
+from ssorl_data.idm.checkpoint import Idm, IdmSpec, build_network, save_idm
+from ssorl_data.idm.model import squashed_nll
+from ssorl_data.sampler import IdmWindowSampler
+from ssorl_data.store import TrajectoryStore
+
+
+@dataclass(frozen=True)
+class IdmTrainConfig:
+    """Hyperparameters and budget of `train_idm`."""
+
+    k: int = 1  # past states per window
+    hidden: tuple[int, ...] = (1024, 1024)
+    members: int = 5  # ensemble size, trained as one batched model
+    dropout: float = 0.1
+    shared_trunk: bool = True  # share hidden layers across members (heads per member)
+    lr: float = 1e-4
+    batch_size: int = 1024
+    # Budget: at most max_steps gradient steps (about 10 minutes for the defaults on a
+    # 2-core CPU), ending earlier when validation NLL has not improved for `patience`
+    # evaluations.
+    max_steps: int = 2000
+    eval_every: int = 100
+    patience: int = 5
+    val_fraction: float = 0.1  # of the visible episodes, held out for validation
+    max_val_steps: int = 20_000  # validation windows (a fixed random subset if more)
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    idm: Idm
+    directory: Path | None
+    history: list[dict[str, float]]  # one entry per evaluation
+    seconds: float
+
+
+def observation_stats(observations: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-dimension mean and std [D] of all observation rows (std floored at 1e-6)."""
+    flat = observations.reshape(observations.shape[0], -1).astype(np.float64)
+    return flat.mean(0).astype(np.float32), np.maximum(flat.std(0), 1e-6).astype(np.float32)
+
+
+def split_train_val(
+    visible: np.ndarray, val_fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Visible episode indices split by episode into (train, validation)."""
+    episodes = np.flatnonzero(visible)
+    if episodes.size < 2:
+        raise SplitError(
+            f"Expected at least 2 visible episodes to train and validate an IDM. Got "
+            f"{episodes.size}; make a split with a larger --labelled-fraction."
+        )
+    shuffled = np.random.default_rng(seed).permutation(episodes)
+    n_val = min(episodes.size - 1, max(1, int(round(val_fraction * episodes.size))))
+    return np.sort(shuffled[n_val:]), np.sort(shuffled[:n_val])
+
+
+def _action_bounds(store: TrajectoryStore, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The action space's bounds, or the recorded actions' range where the space is unbounded."""
+    space = store.action_space
+    low = space.low.astype(np.float64).ravel()
+    high = space.high.astype(np.float64).ravel()
+    finite = np.isfinite(low) & np.isfinite(high)
+    if not finite.all():
+        flat = actions.reshape(actions.shape[0], -1)
+        lo, hi = np.nanmin(flat, 0), np.nanmax(flat, 0)
+        margin = 0.05 * (hi - lo) + 1e-3
+        low = np.where(finite, low, lo - margin)
+        high = np.where(finite, high, hi + margin)
+    return low, high
+
+
+def train_idm(
+    store: TrajectoryStore,
+    split: str,
+    out: str | Path | None = None,
+    config: IdmTrainConfig = IdmTrainConfig(),
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+) -> TrainResult:
+    """Train the IDM ensemble on the visible episodes of `split`; save it to `out` if given."""
+    started = time.perf_counter()
+    torch.manual_seed(config.seed)
+    table = store.episode_table()
+    visible = store.read_split(split).visible
+    train_eps, val_eps = split_train_val(visible, config.val_fraction, config.seed)
+    observations = store.read_observations(0, store.n_steps + store.n_episodes)
+    observations = observations.reshape(observations.shape[0], -1).astype(np.float32)
+    actions = store.read_steps("actions", 0, store.n_steps)
+    actions = actions.reshape(store.n_steps, -1)
+    action_mask = store.read_steps("action_mask", 0, store.n_steps)
+    mean, std = observation_stats(observations)
+    low, high = _action_bounds(store, actions[np.flatnonzero(action_mask)])
+    spec = IdmSpec(
+        k=config.k,
+        hidden=tuple(config.hidden),
+        members=config.members,
+        dropout=config.dropout,
+        shared_trunk=config.shared_trunk,
+        obs_shape=tuple(store.observation_space.shape),
+        act_shape=tuple(store.action_space.shape),
+        obs_mean=tuple(mean.tolist()),
+        obs_std=tuple(std.tolist()),
+        action_low=tuple(low.tolist()),
+        action_high=tuple(high.tolist()),
+    )
+    mid, half = (high + low) / 2, (high - low) / 2
+    # Targets in [-1, 1], the range of the tanh; NaN rows are never sampled (step_mask).
+    scaled = ((actions - mid) / half).astype(np.float32)
+    common = dict(
+        observations=observations,
+        step_start=table.step_start,
+        lengths=table.length,
+        k=config.k,
+        mean=mean,
+        std=std,
+        actions=scaled,
+        step_mask=action_mask,
+    )
+    sampler = IdmWindowSampler(
+        **common, batch_size=config.batch_size, episodes=train_eps, seed=config.seed
+    )
+    val_windows, val_actions = _validation_set(common, val_eps, config, device)
+
+    network = build_network(spec).to(device)
+    optimizer = torch.optim.Adam(network.parameters(), lr=config.lr)
+    generator = torch.Generator().manual_seed(config.seed)
+    best = (float("inf"), copy.deepcopy(network.state_dict()), 0)
+    since_best = 0
+    history: list[dict[str, float]] = []
+    bar = tqdm(total=config.max_steps, unit="step", desc="idm train", disable=not progress)
+    for step in range(1, config.max_steps + 1):
+        network.train()
+        batch = sampler.sample()
+        x = batch.windows.flatten(1).to(device, non_blocking=True)
+        y = batch.actions.to(device, non_blocking=True)
+        mean_, log_std = network(x)
+        # Poisson(1) weights per member and sample: a bootstrap that keeps members diverse
+        # even though they share each batch.
+        weights = torch.poisson(torch.ones(config.members, x.shape[0]), generator=generator)
+        nll = squashed_nll(mean_, log_std, y)  # [M, B]
+        loss = (nll * weights.to(device)).mean(1).sum()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        bar.update()
+        if step % config.eval_every == 0 or step == config.max_steps:
+            val_nll = _validation_nll(network, val_windows, val_actions)
+            history.append(
+                {"step": step, "train_nll": float(nll.detach().mean()), "val_nll": val_nll}
+            )
+            bar.set_postfix(val_nll=f"{val_nll:.3f}")
+            if val_nll < best[0]:
+                best, since_best = (val_nll, copy.deepcopy(network.state_dict()), step), 0
+            else:
+                since_best += 1
+                if since_best >= config.patience:
+                    break
+    bar.close()
+    network.load_state_dict(best[1])
+    seconds = time.perf_counter() - started
+    provenance: dict[str, Any] = {
+        "store": str(Path(store.path).resolve()),
+        "split": split,
+        "split_protocol": store.read_split(split).attrs,
+        "train_episodes": train_eps.tolist(),
+        "val_episodes": val_eps.tolist(),
+        "config": asdict(config),
+        "best_step": best[2],
+        "best_val_nll": best[0],
+        "steps_run": history[-1]["step"] if history else 0,
+        "train_seconds": seconds,
+        "history": history,
+        "package_version": __version__,
+        "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    idm = Idm(spec, network, provenance).to(device)
+    directory = save_idm(idm, out) if out is not None else None
+    return TrainResult(idm, directory, history, seconds)
+
+
+def _validation_set(
+    common: dict[str, Any], val_eps: np.ndarray, config: IdmTrainConfig, device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fixed validation windows and actions: every held-out step with an action, or a seeded
+    subset of `max_val_steps` of them."""
+    step_start, lengths = common["step_start"], common["lengths"]
+    episode = np.repeat(val_eps, lengths[val_eps])
+    steps = np.concatenate([np.arange(step_start[e], step_start[e] + lengths[e]) for e in val_eps])
+    keep = common["step_mask"][steps]
+    episode, steps = episode[keep], steps[keep]
+    if steps.size > config.max_val_steps:
+        chosen = np.sort(
+            np.random.default_rng(config.seed).choice(steps.size, config.max_val_steps, False)
+        )
+        episode, steps = episode[chosen], steps[chosen]
+    n, d = steps.size, common["observations"].shape[1]
+    windows = torch.empty(n, config.k + 2, d)
+    valid = torch.empty(n, config.k + 2, dtype=torch.bool)
+    ops.idm_windows(
+        torch.from_numpy(common["observations"]), torch.from_numpy(step_start),
+        torch.from_numpy(lengths), torch.from_numpy(episode), torch.from_numpy(steps),
+        torch.from_numpy(common["mean"]), torch.from_numpy(common["std"]), config.k, windows,
+        valid,
+    )  # fmt: skip
+    actions = torch.from_numpy(common["actions"][steps])
+    return windows.flatten(1).to(device), actions.to(device)
+
+
+@torch.inference_mode()
+def _validation_nll(network, windows: torch.Tensor, actions: torch.Tensor) -> float:
+    """Mean NLL over members and validation samples, in eval mode (no dropout)."""
+    network.eval()
+    total = 0.0
+    for x, y in zip(windows.split(8192), actions.split(8192), strict=True):
+        mean, log_std = network(x)
+        total += float(squashed_nll(mean, log_std, y).mean(0).sum())
+    return total / max(1, windows.shape[0])

@@ -1,0 +1,72 @@
+"""IDM windows for a contiguous range of steps, from that range's rows plus a halo.
+
+Streaming consumers (relabel, evaluation) read one store chunk of steps at a
+time. A step's window reaches k rows back (clamped to its episode's start) and
+one row forward, so the rows needed for steps [start, stop) are those of the
+steps themselves, up to k earlier rows of the episode already running at
+`start` (the halo), and each episode's next observation. `RangeWindows` maps
+that slice onto a local episode table and fills the windows with the same
+kernel as training (`ops.idm_windows`), into buffers reused across ranges.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ssorl_data import ops
+from ssorl_data.store import EpisodeTable
+
+
+class RangeWindows:
+    """Builds the normalised windows [n, k+2, D] of steps [start, stop) into reused buffers."""
+
+    def __init__(
+        self, table: EpisodeTable, k: int, mean: Tensor, std: Tensor, max_steps: int, obs_dim: int
+    ) -> None:
+        self.step_start = table.step_start
+        self.ends = table.step_start + table.length
+        self.k = k
+        self.mean, self.std = mean, std
+        self._windows = torch.empty(max_steps, k + 2, obs_dim)
+        self._valid = torch.empty(max_steps, k + 2, dtype=torch.bool)
+
+    def rows(self, start: int, stop: int) -> tuple[int, int]:
+        """Observation rows [lo, hi) that the windows of steps [start, stop) read."""
+        first, last = self._episodes(start, stop)
+        lo = max(int(self.step_start[first]), start - self.k) + first
+        return lo, stop + last + 1
+
+    def build(self, rows: np.ndarray, start: int, stop: int) -> tuple[Tensor, Tensor]:
+        """(windows [n, k+2, D], valid [n, k+2]) from `rows`, the slice `rows(start, stop)`.
+
+        The tensors are views of buffers that the next call overwrites.
+        """
+        n = stop - start
+        if n > self._windows.shape[0]:
+            raise ValueError(f"Expected at most {self._windows.shape[0]} steps. Got {n}.")
+        first, last = self._episodes(start, stop)
+        # Local table: episodes first..last truncated to the rows read. Local step g' of
+        # global step g is g - origin, so that local row g' + e' equals global row g + e - lo.
+        local_start = np.maximum(self.step_start[first : last + 1], start - self.k)
+        local_end = np.minimum(self.ends[first : last + 1], stop)
+        origin = int(local_start[0])
+        in_range = local_end - np.maximum(self.step_start[first : last + 1], start)
+        episode_index = np.repeat(np.arange(last - first + 1, dtype=np.int64), in_range)
+        windows, valid = self._windows[:n], self._valid[:n]
+        ops.idm_windows(
+            torch.from_numpy(np.ascontiguousarray(rows.reshape(rows.shape[0], -1))),
+            torch.from_numpy(local_start - origin),
+            torch.from_numpy(local_end - local_start),
+            torch.from_numpy(episode_index),
+            torch.arange(start - origin, stop - origin, dtype=torch.int64),
+            self.mean, self.std, self.k, windows, valid,
+        )  # fmt: skip
+        return windows, valid
+
+    def _episodes(self, start: int, stop: int) -> tuple[int, int]:
+        """First and last episode holding steps of [start, stop)."""
+        first = int(np.searchsorted(self.ends, start, side="right"))
+        last = int(np.searchsorted(self.ends, stop - 1, side="right"))
+        return first, last

@@ -1,0 +1,285 @@
+"""Relabelling: proxy actions and uncertainty for every step, written chunk by chunk.
+
+The store is streamed one step chunk at a time (plus a halo of k rows); each
+chunk's windows go through the ensemble in fixed batches and the results are
+written into `relabels/<name>/` at the same chunk boundaries, after which the
+chunk is flagged done. A run killed at any point resumes from the flagged
+chunks, and since a chunk's result depends only on the chunk, a resumed run
+produces the same arrays. `dask.distributed` runs ranges of chunks as tasks on
+other processes or machines (which must see the store's filesystem); the
+calling process holds the writer lock throughout (see
+`store.open_relabel_for_worker` for why the workers need none).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from ssorl_data import __version__, layout
+from ssorl_data.errors import RelabelExistsError
+from ssorl_data.idm.checkpoint import Idm, checkpoint_hash, load_idm
+from ssorl_data.idm.evaluate import GroupStats, episode_groups, predict_windows
+from ssorl_data.idm.windows import RangeWindows
+from ssorl_data.store import RelabelRun, TrajectoryStore, open_relabel_for_worker
+
+DEFAULT_BATCH_SIZE = 8192
+CHUNKS_PER_TASK = 2  # Dask task granularity: small enough to balance, large enough to amortise
+
+
+@dataclass(frozen=True)
+class RelabelResult:
+    name: str
+    n_steps: int
+    chunks_written: int  # by this call
+    chunks_resumed: int  # already done before it
+    seconds: float
+    metrics: dict[str, Any]
+
+    @property
+    def steps_per_s(self) -> float:
+        return self.n_steps / self.seconds if self.seconds else float("inf")
+
+
+def relabel(
+    store_path: str | os.PathLike[str],
+    idm_dir: str | os.PathLike[str],
+    name: str,
+    *,
+    split: str | None = None,
+    overwrite: bool = False,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    device: str = "cpu",
+    dask_address: str | None = None,
+    workers: int | None = None,
+    progress: bool = True,
+) -> RelabelResult:
+    """Relabel every step of the store with the IDM checkpoint at `idm_dir` into run `name`.
+
+    `split` (default: the IDM's training split) only groups the metrics. Give
+    `dask_address` (a scheduler) or `workers` (a local cluster of that many
+    processes) to run on dask.distributed; otherwise it runs in this process.
+    """
+    idm = load_idm(idm_dir, device)
+    with TrajectoryStore.open(store_path, mode="a") as store:
+        return relabel_store(
+            store, idm, name, split=split, overwrite=overwrite, batch_size=batch_size,
+            dask_address=dask_address, workers=workers, progress=progress,
+        )  # fmt: skip
+
+
+def relabel_store(
+    store: TrajectoryStore,
+    idm: Idm,
+    name: str,
+    *,
+    split: str | None = None,
+    overwrite: bool = False,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    dask_address: str | None = None,
+    workers: int | None = None,
+    progress: bool = True,
+) -> RelabelResult:
+    """`relabel` on an open store (mode "a") with a loaded IDM."""
+    started = time.perf_counter()
+    idm.check_store(store)
+    if split is None:
+        split = idm.provenance.get("split")
+        if split not in store.list_splits():
+            split = None  # an IDM trained on another store: its split does not exist here
+    run = _prepare_run(store, idm, name, split, overwrite)
+    pending = np.flatnonzero(~run.done())
+    resumed = run.n_chunks - pending.size
+    bar = tqdm(
+        total=run.n_steps, unit="step", unit_scale=True, desc=f"relabel {name}",
+        disable=not progress,
+    )  # fmt: skip
+    bar.update(run.n_steps - sum(np.diff(run.chunk_range(int(i)))[0] for i in pending))
+    if dask_address is not None or workers is not None:
+        if idm.checkpoint is None:
+            raise ValueError("Expected an IDM loaded from a checkpoint directory for Dask workers.")
+        _run_on_dask(store, idm, name, pending, batch_size, dask_address, workers, bar)
+    else:
+        relabel_chunks(store, run, idm, pending, batch_size, bar.update)
+    bar.close()
+    metrics = relabel_metrics(store, run, split)
+    store.complete_relabel(name, metrics)
+    return RelabelResult(
+        name, run.n_steps, int(pending.size), int(resumed), time.perf_counter() - started, metrics
+    )
+
+
+def _prepare_run(
+    store: TrajectoryStore, idm: Idm, name: str, split: str | None, overwrite: bool
+) -> RelabelRun:
+    """The run to fill: new, or a partial one made by the same IDM over the same steps."""
+    idm_hash = checkpoint_hash(idm.checkpoint) if idm.checkpoint else None
+    if name in store.list_relabels() and not overwrite:
+        run = store.relabel_run(name)
+        attrs = run.attrs
+        if run.status == layout.STATUS_COMPLETE:
+            raise RelabelExistsError(
+                f"{run.where}: a complete relabel run of that name exists. Pass overwrite=True "
+                "(`ssorl relabel --overwrite`) to replace it, or choose another name."
+            )
+        if attrs.get("idm_hash") != idm_hash or attrs.get("n_steps") != store.n_steps:
+            raise RelabelExistsError(
+                f"{run.where}: a partial run of that name was made by another IDM "
+                f"({attrs.get('idm_hash')!r}) or over {attrs.get('n_steps')} steps (now "
+                f"{store.n_steps}); it cannot be resumed. Pass overwrite=True (--overwrite)."
+            )
+        return run
+    provenance = {
+        "idm_checkpoint": str(Path(idm.checkpoint).resolve()) if idm.checkpoint else None,
+        "idm_hash": idm_hash,
+        "idm_config": idm.spec.to_dict(),
+        "idm_provenance": {
+            key: idm.provenance.get(key) for key in ("store", "split", "split_protocol", "config")
+        },
+        "split": split,
+        "k": idm.spec.k,
+        "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "package_version": __version__,
+    }
+    return store.create_relabel(name, provenance, overwrite=overwrite)
+
+
+def relabel_chunks(
+    store: TrajectoryStore,
+    run: RelabelRun,
+    idm: Idm,
+    chunks: np.ndarray,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    on_steps=None,
+) -> None:
+    """Compute and write the given chunks of `run`, reading the next chunk and writing the
+    last one in background threads while the ensemble runs."""
+    if chunks.size == 0:
+        return
+    table = store.episode_table()
+    builder = RangeWindows(table, idm.spec.k, idm.mean, idm.std, run.chunk_steps, idm.spec.obs_dim)
+
+    def read(index: int) -> np.ndarray:
+        start, stop = run.chunk_range(index)
+        return store.read_observations(*builder.rows(start, stop))
+
+    with ThreadPoolExecutor(1) as reader, ThreadPoolExecutor(1) as writer:
+        next_rows = reader.submit(read, int(chunks[0]))
+        written = None
+        for position, index in enumerate(chunks.tolist()):
+            rows = next_rows.result()
+            if position + 1 < chunks.size:
+                next_rows = reader.submit(read, int(chunks[position + 1]))
+            start, stop = run.chunk_range(index)
+            windows, _ = builder.build(rows, start, stop)
+            actions, uncertainty, _ = predict_windows(idm, windows, batch_size)
+            if written is not None:
+                written.result()
+            written = writer.submit(run.write_chunk, index, actions, uncertainty)
+            if on_steps is not None:
+                on_steps(stop - start)
+        written.result()
+
+
+def relabel_metrics(store: TrajectoryStore, run: RelabelRun, split: str | None) -> dict[str, Any]:
+    """Proxy-action MSE against recorded actions, mean uncertainty, by episode group."""
+    visible = store.read_split(split).visible if split else None
+    table = store.episode_table()
+    # "recorded": every step with a recorded action, whatever its episode.
+    groups = {"recorded": np.ones(table.n_episodes, bool)}
+    groups |= episode_groups(store, visible, None)
+    stats = {name: GroupStats() for name in groups}
+    episode_of_step = np.repeat(np.arange(table.n_episodes), table.length)
+    all_uncertainty = GroupStats()
+    for start in range(0, run.n_steps, run.chunk_steps):
+        stop = min(start + run.chunk_steps, run.n_steps)
+        actions = run.read("actions", start, stop)
+        uncertainty = run.read("uncertainty", start, stop)
+        mask = store.read_steps("action_mask", start, stop)
+        recorded = store.read_steps("actions", start, stop)
+        episodes = episode_of_step[start:stop]
+        all_uncertainty.uncertainty += float(uncertainty.astype(np.float64).sum())
+        for name, chosen in groups.items():
+            keep = mask & chosen[episodes]
+            if keep.any():
+                stats[name].add(
+                    actions[keep], recorded[keep], uncertainty[keep], None, episodes[keep]
+                )
+    metrics: dict[str, Any] = {
+        "uncertainty_mean": all_uncertainty.uncertainty / max(1, run.n_steps)
+    }
+    for name, group in stats.items():
+        metrics |= {f"{name}_{key}": v for key, v in group.summary(with_nll=False).items()}
+    return metrics
+
+
+# --------------------------------------------------------------------------- Dask
+
+
+def _run_on_dask(store, idm, name, pending, batch_size, address, workers, bar) -> None:
+    """Submit ranges of pending chunks as tasks; each worker reads its chunks plus halo and
+    writes only its own chunks."""
+    from distributed import Client, LocalCluster, as_completed
+
+    idm_hash = checkpoint_hash(idm.checkpoint)
+    tasks = [pending[i : i + CHUNKS_PER_TASK] for i in range(0, pending.size, CHUNKS_PER_TASK)]
+    if not tasks:
+        return
+    cluster = None
+    if address is None:
+        cluster = LocalCluster(
+            n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
+            dashboard_address=None,
+        )  # fmt: skip
+    try:
+        with Client(cluster if cluster is not None else address) as client:
+            futures = [
+                client.submit(
+                    _dask_task,
+                    str(store.path),
+                    str(idm.checkpoint),
+                    idm_hash,
+                    name,
+                    chunk_list.tolist(),
+                    batch_size,
+                    pure=False,
+                )  # fmt: skip
+                for chunk_list in tasks
+            ]
+            for future in as_completed(futures):
+                bar.update(future.result())
+    finally:
+        if cluster is not None:
+            cluster.close()
+
+
+def _dask_task(
+    store_path: str, idm_dir: str, idm_hash: str, name: str, chunks: list[int], batch_size: int
+) -> int:
+    """One Dask task: relabel `chunks` of run `name`; returns the number of steps written."""
+    idm = _worker_idm(idm_dir, idm_hash)
+    run = open_relabel_for_worker(store_path, name)
+    done = run.done()
+    todo = np.array([c for c in chunks if not done[c]], dtype=np.int64)
+    with TrajectoryStore.open(store_path) as store:  # read-only: the coordinator holds the lock
+        relabel_chunks(store, run, idm, todo, batch_size)
+    return sum(run.chunk_range(c)[1] - run.chunk_range(c)[0] for c in chunks)
+
+
+@functools.lru_cache(maxsize=4)
+def _worker_idm(idm_dir: str, idm_hash: str) -> Idm:
+    """The IDM, loaded once per worker process (the hash keys the cache to its exact files)."""
+    if checkpoint_hash(idm_dir) != idm_hash:
+        raise RelabelExistsError(
+            f"{idm_dir}: the checkpoint changed while the relabel ran (hash differs). Run again."
+        )
+    return load_idm(idm_dir)

@@ -1,0 +1,124 @@
+"""Splits: which episodes keep visible actions in a semi-supervised experiment.
+
+The protocol follows the semi-supervised offline RL literature: labelled
+episodes are drawn at random from the episodes whose return lies in the lowest
+`quantile` fraction, so that `labelled_fraction` of all episodes are labelled.
+Without a quantile the draw is from every episode. No recorded action is ever
+removed; a split only says which ones training may see. Episodes without a
+recorded action for every step are never visible.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from ssorl_data.errors import SplitError, SplitWarning
+from ssorl_data.store import EpisodeTable, Split, TrajectoryStore
+
+__all__ = ["choose_visible", "make_split", "read_episode_list"]
+
+
+def choose_visible(
+    table: EpisodeTable,
+    labelled_fraction: float,
+    quantile: float | None = None,
+    seed: int = 0,
+) -> np.ndarray:
+    """[E] bool: `labelled_fraction` of all episodes, drawn from the low-return pool.
+
+    The pool is the labelled episodes among the `quantile` fraction with the lowest
+    returns (ties broken by episode index), or every labelled episode when
+    `quantile` is None. A pool smaller than the target gives all of it and a
+    `SplitWarning`.
+    """
+    if not 0.0 <= labelled_fraction <= 1.0:
+        raise SplitError(f"Expected labelled_fraction in [0, 1]. Got {labelled_fraction!r}.")
+    if quantile is not None and not 0.0 < quantile <= 1.0:
+        raise SplitError(f"Expected quantile in (0, 1]. Got {quantile!r} instead.")
+    n = table.n_episodes
+    pool = np.zeros(n, dtype=bool)
+    if quantile is None:
+        pool[:] = True
+    else:
+        lowest = np.argsort(table.returns, kind="stable")[: int(round(quantile * n))]
+        pool[lowest] = True
+    pool &= table.labelled
+    target = int(round(labelled_fraction * n))
+    candidates = np.flatnonzero(pool)
+    if candidates.size < target:
+        warnings.warn(
+            f"Asked for {target} labelled episodes ({labelled_fraction:.1%} of {n}), but only "
+            f"{candidates.size} episodes with recorded actions lie in the pool "
+            f"(quantile {quantile}); the split labels all {candidates.size}.",
+            SplitWarning,
+            stacklevel=2,
+        )
+        target = candidates.size
+    visible = np.zeros(n, dtype=bool)
+    visible[np.random.default_rng(seed).choice(candidates, size=target, replace=False)] = True
+    return visible
+
+
+def read_episode_list(path: str | Path, n_episodes: int) -> np.ndarray:
+    """Episode indices from a JSON list or a text file of integers (whitespace/comma separated)."""
+    path = Path(path)
+    text = path.read_text()
+    try:
+        values = (
+            json.loads(text) if text.lstrip().startswith("[") else text.replace(",", " ").split()
+        )
+        indices = np.array([int(v) for v in values], dtype=np.int64)
+    except (ValueError, TypeError) as error:
+        raise SplitError(
+            f"{path}: expected episode indices as integers (a JSON list, or one per line). "
+            f"Could not read them: {error}."
+        ) from None
+    bad = (indices < 0) | (indices >= n_episodes)
+    if bad.any():
+        raise SplitError(
+            f"{path}: episode {int(indices[np.argmax(bad)])} does not exist; the store has "
+            f"episodes 0 to {n_episodes - 1}."
+        )
+    return indices
+
+
+def make_split(
+    store: TrajectoryStore,
+    name: str,
+    *,
+    labelled_fraction: float | None = None,
+    quantile: float | None = None,
+    seed: int = 0,
+    episodes: np.ndarray | list[int] | None = None,
+    overwrite: bool = False,
+) -> Split:
+    """Make and store split `name` (the store must be open with mode="a").
+
+    Give either `labelled_fraction` (with an optional return `quantile` and `seed`)
+    or an explicit list of `episodes`, which must all have recorded actions.
+    """
+    table = store.episode_table()
+    if (episodes is None) == (labelled_fraction is None):
+        raise SplitError(
+            "Expected exactly one of labelled_fraction or episodes. Got "
+            f"labelled_fraction={labelled_fraction!r} and episodes "
+            f"{'given' if episodes is not None else 'absent'}."
+        )
+    if episodes is not None:
+        visible = np.zeros(table.n_episodes, dtype=bool)
+        visible[np.asarray(episodes, dtype=np.int64)] = True
+        protocol = {"method": "episodes", "labelled_fraction": float(visible.mean())}
+    else:
+        visible = choose_visible(table, labelled_fraction, quantile, seed)
+        protocol = {
+            "method": "random" if quantile is None else "return_quantile",
+            "labelled_fraction": labelled_fraction,
+            "quantile": quantile,
+            "seed": seed,
+        }
+    protocol["n_visible"] = int(visible.sum())
+    return store.write_split(name, visible, protocol, overwrite=overwrite)
