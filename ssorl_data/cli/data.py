@@ -251,6 +251,7 @@ def collect(env_id, store, steps, policy, n_envs, seed, no_actions, quiet) -> No
     click.echo(f"collected {steps} steps of {env_id} into {store}")
 
 
+@data.command()
 @click.argument("store", type=click.Path(path_type=Path))
 @click.option("--name", required=True, help="Split name (letters, digits, '.', '_', '-').")
 @click.option(
