@@ -152,3 +152,33 @@ def test_store_view_refuses_files_and_semi_supervised_without_relabel(tmp_path) 
         load_training_data(tmp_path / "s", "full")
     with pytest.raises(MissingRelabelError, match="ssorl relabel"):
         load_training_data(tmp_path / "s", "semi-supervised")
+
+
+def test_store_view_semi_supervised_joins_split_and_relabel_run(tmp_path) -> None:
+    from ssorl_data.store import TrajectoryStore
+
+    rng = np.random.default_rng(2)
+    batch = random_batch(rng, [4, 3, 5], labelling="all")
+    make_store(tmp_path / "s", batch, chunk_steps=5)
+    proxy = np.full((12, 2), 0.25, np.float32)
+    uncertainty = np.linspace(0, 1, 12, dtype=np.float32)
+    with TrajectoryStore.open(tmp_path / "s", mode="a") as store:
+        store.write_split("one", np.array([False, True, False]), {"method": "explicit"})
+        run = store.create_relabel("idm", {"idm": "test"})
+        with pytest.raises(MissingRelabelError, match="not complete"):
+            load_training_data(tmp_path / "s", "semi-supervised", "one", "idm")
+        for c in range(run.n_chunks):
+            start, stop = run.chunk_range(c)
+            run.write_chunk(c, proxy[start:stop], uncertainty[start:stop])
+        store.complete_relabel("idm", {})
+    data = load_training_data(tmp_path / "s", "semi-supervised", "one", "idm")
+    assert (data.n_recorded, data.n_proxy) == (3, 9)
+    actions = data.actions.numpy()
+    np.testing.assert_array_equal(actions[4:7], batch.actions[4:7])  # episode 1 stays recorded
+    np.testing.assert_array_equal(actions[:4], proxy[:4])
+    labelled = load_training_data(tmp_path / "s", "labelled-only", "one")
+    assert labelled.step_mask.numpy().nonzero()[0].tolist() == [4, 5, 6]
+    filtered = load_training_data(
+        tmp_path / "s", "semi-supervised", "one", "idm", drop_uncertain=0.5
+    )
+    assert filtered.n_proxy == 5  # the most uncertain half of 9 proxy steps is dropped (floor 4)
