@@ -69,12 +69,49 @@ def relabel_table(result: dict) -> str:
     )
 
 
-RENDERERS = {"store": store_tables, "relabel": relabel_table}
+def kernels_table(result: dict) -> str:
+    return _markdown(
+        result["rows"],
+        [
+            ("op", "op", ""),
+            ("batch", "batch", ""),
+            ("method", "method", ""),
+            ("samples_per_s", "samples/s", ",.0f"),
+            ("gb_per_s", "GB/s out", ".2f"),
+            ("vs_copy", "vs copy", ".2f"),
+            ("vs_python_loop", "vs python_loop", ",.0f"),
+        ],
+    )
+
+
+def train_table(result: dict) -> str:
+    return _markdown(
+        result["rows"],
+        [
+            ("algo", "algo", ""),
+            ("dataset", "dataset", ""),
+            ("mode", "mode", ""),
+            ("seed", "seed", ""),
+            ("grad_steps", "gradient steps", ","),
+            ("steps_per_s", "steps/s", ".0f"),
+            ("normalized_score", "normalised score", ".1f"),
+            ("dataset_normalized_return", "data's normalised return", ".1f"),
+        ],
+    )
+
+
+RENDERERS = {
+    "store": store_tables,
+    "relabel": relabel_table,
+    "kernels": kernels_table,
+    "train": train_table,
+}
 
 
 def render(name: str) -> str:
     result = json.loads((RESULTS / f"{name}.json").read_text())
-    return f"{RENDERERS[name](result)}\n\nCommand: `{result['command']}`"
+    command = result.get("command", f"python -m benchmarks.bench_{name}")
+    return f"{RENDERERS[name](result)}\n\nCommand: `{command}`"
 
 
 def update_readme() -> None:
