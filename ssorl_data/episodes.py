@@ -7,6 +7,7 @@ store writes; importers build batches, the store validates and appends them.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -39,9 +40,9 @@ class EpisodeBatch:
         """First step of each episode inside this batch, [E] int64."""
         return np.concatenate(([0], np.cumsum(self.lengths)[:-1])).astype(np.int64)
 
-    @property
+    @functools.cached_property
     def action_mask(self) -> np.ndarray:
-        """True where an action was recorded, [N] bool."""
+        """True where an action was recorded, [N] bool (computed once per batch)."""
         flat = self.actions.reshape(self.n_steps, -1)
         return ~np.isnan(flat).any(axis=1) if flat.shape[1] else np.ones(self.n_steps, bool)
 
@@ -220,8 +221,7 @@ def _value_problems(
 ) -> list[str]:
     problems = []
     if batch.observations.dtype.kind == "f":
-        obs = batch.observations.reshape(batch.observations.shape[0], -1)
-        finite_rows = np.isfinite(obs).all(1)
+        finite_rows = _finite_rows(batch.observations)
         if not finite_rows.all():
             row = int(np.argmin(finite_rows))
             episode = int(np.searchsorted(ends + np.arange(1, ends.shape[0] + 1), row, "right"))
@@ -235,19 +235,36 @@ def _value_problems(
         step = int(np.argmin(finite_rewards))
         problems.append(f"{where(step)}: reward at step {step} is NaN or inf.")
     flat = batch.actions.reshape(batch.n_steps, -1)
-    nan = np.isnan(flat)
+    suspect = np.flatnonzero(~_finite_rows(flat))  # missing actions, or broken ones
+    rows = flat[suspect]
+    nan = np.isnan(rows)
     action_checks = (
         (nan.any(1) & ~nan.all(1), "is partly NaN"),
-        (np.isinf(flat).any(1), "holds inf"),
+        (np.isinf(rows).any(1), "holds inf"),
     )
     for bad, what in action_checks:
         if bad.any():
-            step = int(np.argmax(bad))
+            step = int(suspect[np.argmax(bad)])
             problems.append(
                 f"{where(step)}: action at step {step} {what}. A step's action must be "
                 "either fully recorded (finite) or fully NaN (missing)."
             )
     return problems
+
+
+def _finite_rows(array: np.ndarray) -> np.ndarray:
+    """[rows] bool: every value of the row is finite.
+
+    A row's sum is finite only if its values are (NaN and inf propagate), so one
+    reduction settles almost every row; rows whose sum overflowed are rechecked.
+    """
+    flat = array.reshape(array.shape[0], -1)
+    with np.errstate(over="ignore", invalid="ignore"):
+        finite = np.isfinite(flat.sum(axis=1))
+    overflowed = np.flatnonzero(~finite)
+    if overflowed.size:
+        finite[overflowed] = np.isfinite(flat[overflowed]).all(axis=1)
+    return finite
 
 
 def _flag_problems(batch: EpisodeBatch, ends: np.ndarray, where: Callable[[int], str]) -> list[str]:

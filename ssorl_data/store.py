@@ -9,12 +9,12 @@ that opens at its last commit.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import os
 import shutil
 import uuid
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -24,6 +24,7 @@ import gymnasium as gym
 import numpy as np
 import zarr
 from zarr.codecs import BloscCodec
+from zarr.core.sync import sync as zarr_sync
 
 from ssorl_data import __version__, layout
 from ssorl_data.episodes import EpisodeBatch, validate_batch
@@ -462,21 +463,16 @@ class TrajectoryStore:
         """
         self._require_writer("append")
         appender = Appender(self, source)
-        try:
-            yield appender
-            n_steps, n_episodes = appender.finish()
-            extra = self.metadata.extra
-            if provenance is not None:
-                extra = {**extra, "imports": [*extra.get("imports", []), provenance]}
-            # The commit: one atomic replace of the group's zarr.json.
-            self._group.update_attributes(
-                {"n_steps": n_steps, "n_episodes": n_episodes, "extra": extra}
-            )
-            self.metadata = replace(
-                self.metadata, n_steps=n_steps, n_episodes=n_episodes, extra=extra
-            )
-        finally:
-            appender.close()
+        yield appender
+        n_steps, n_episodes = appender.finish()
+        extra = self.metadata.extra
+        if provenance is not None:
+            extra = {**extra, "imports": [*extra.get("imports", []), provenance]}
+        # The commit: one atomic replace of the group's zarr.json.
+        self._group.update_attributes(
+            {"n_steps": n_steps, "n_episodes": n_episodes, "extra": extra}
+        )
+        self.metadata = replace(self.metadata, n_steps=n_steps, n_episodes=n_episodes, extra=extra)
 
     def append(self, batch: EpisodeBatch, source: str = "episodes") -> range:
         """Append a batch in one transaction; returns the new episode indices."""
@@ -633,8 +629,6 @@ class Appender:
         starts |= {name: store.n_steps for name in layout.STEP_ARRAYS}
         starts |= {name: store.n_episodes for name in layout.EPISODE_ARRAYS}
         self._columns = {name: _ColumnWriter(group[name], at) for name, at in starts.items()}
-        # Columns are independent: encode and write them concurrently (Blosc releases the GIL).
-        self._pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 1)
 
     def add(self, batch: EpisodeBatch) -> None:
         """Validate episodes and write every chunk they complete.
@@ -670,9 +664,6 @@ class Appender:
                 column.array.resize((column.next, *column.array.shape[1:]))
         return self._n_steps, self._n_episodes
 
-    def close(self) -> None:
-        self._pool.shutdown()
-
     def _write(self, writes: dict[str, list[tuple[int, np.ndarray]]]) -> None:
         jobs = []
         for name, blocks in writes.items():
@@ -681,14 +672,22 @@ class Appender:
             array = self._columns[name].array
             end = blocks[-1][0] + blocks[-1][1].shape[0]
             if array.shape[0] < end:
-                array.resize((end, *array.shape[1:]))
+                # Grow geometrically: each resize rewrites the array's metadata file.
+                array.resize((max(end, 2 * array.shape[0]), *array.shape[1:]))
             jobs += [(array, lo, block) for lo, block in blocks]
-        list(self._pool.map(_write_block, jobs))
+        if jobs:
+            # One round trip to zarr's event loop for every block of every column, so
+            # the columns are encoded and written concurrently.
+            zarr_sync(_write_blocks(jobs))
 
 
-def _write_block(job: tuple[zarr.Array, int, np.ndarray]) -> None:
-    array, lo, block = job
-    array[lo : lo + block.shape[0]] = block
+async def _write_blocks(jobs: list[tuple[zarr.Array, int, np.ndarray]]) -> None:
+    await asyncio.gather(
+        *(
+            array._async_array.setitem(slice(lo, lo + block.shape[0]), block)
+            for array, lo, block in jobs
+        )
+    )
 
 
 def _create_arrays(
