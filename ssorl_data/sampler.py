@@ -1,10 +1,15 @@
 """Batch samplers over an episode table, feeding the ssorl kernels.
 
-`StepSampler` draws global steps uniformly (with replacement) from a step set:
-all steps, the steps of some episodes, or a boolean step mask. The windowed
-samplers own preallocated output buffers and refill them on every call, so a
-training loop allocates nothing per batch. **The tensors a windowed sampler
-returns are overwritten by its next `sample()` call**: clone them to keep them.
+`StepSampler` draws global steps (with replacement) from a step set: all
+steps, the steps of some episodes, or a boolean step mask; uniformly, or in
+proportion to per-step weights. Its generator state round-trips through
+`state_dict()`/`load_state_dict()`, so a resumed run draws the same steps.
+It is the one place that draws steps, for the kernels and for `ssorl_train`.
+
+The windowed samplers own preallocated output buffers and refill them on
+every call, so a training loop allocates nothing per batch. **The tensors a
+windowed sampler returns are overwritten by its next `sample()` call**: clone
+them to keep them.
 
 Arrays follow the store's layout (DESIGN.md): observations [N + E, D],
 per-step arrays [N, ...], episode table `step_start`/`lengths` [E] int64.
@@ -53,7 +58,11 @@ def _generator(seed: int | None, generator: torch.Generator | None) -> torch.Gen
 
 
 class StepSampler:
-    """Uniform random global steps (and their episodes) from a step set, with replacement."""
+    """Random global steps (and their episodes) from a step set, with replacement.
+
+    Uniform over the set, or with `weights` in proportion to a per-step weight
+    (drawn through a float64 CDF, since `torch.multinomial` caps categories at 2^24).
+    """
 
     def __init__(
         self,
@@ -62,10 +71,15 @@ class StepSampler:
         *,
         episodes: ArrayLike | None = None,
         step_mask: ArrayLike | None = None,
+        weights: ArrayLike | None = None,
         seed: int | None = None,
         generator: torch.Generator | None = None,
     ) -> None:
-        """Sample from all steps, or only those of `episodes` (indices) and/or where `step_mask`."""
+        """Sample from all steps, or only those of `episodes` (indices) and/or where `step_mask`.
+
+        `weights` [N] (finite, >= 0) makes a step's chance proportional to its
+        weight; zero-weight steps are never drawn.
+        """
         self.step_start = _tensor(step_start, torch.int64, "step_start")
         self.lengths = _tensor(lengths, torch.int64, "lengths")
         n_episodes = self.step_start.shape[0]
@@ -96,14 +110,33 @@ class StepSampler:
                     f"{mask.dtype} of shape {tuple(mask.shape)} instead."
                 )
             keep = mask if keep is None else keep & mask
+        weight: Tensor | None = None
+        if weights is not None:
+            weight = torch.as_tensor(weights).double()
+            if weight.shape != (n_steps,) or not bool(torch.isfinite(weight).all()):
+                raise KernelInputError(
+                    f"Expected finite weights of shape ({n_steps},). Got shape "
+                    f"{tuple(weight.shape)} with {int((~torch.isfinite(weight)).sum())} "
+                    "non-finite values instead."
+                )
+            if bool((weight < 0).any()):
+                raise KernelInputError(
+                    f"Expected weights >= 0. Got a minimum of {float(weight.min())!r} instead."
+                )
+            keep = weight > 0 if keep is None else keep & (weight > 0)
         # None means every step: sampling then needs no lookup table.
         self.steps: Tensor | None = None if keep is None else torch.nonzero(keep).flatten()
         self.n_candidates = n_steps if self.steps is None else int(self.steps.numel())
         if self.n_candidates == 0:
             raise KernelInputError(
-                "Expected a non-empty step set. Got no step in the given episodes/step_mask; "
-                "check the split or mask you sample from."
+                "Expected a non-empty step set. Got no step with a positive weight in the given "
+                "episodes/step_mask; check the split, mask or weights you sample from."
             )
+        # [n_candidates] float64 cumulative weights of self.steps; None: uniform.
+        self.cdf: Tensor | None = None
+        if weight is not None:
+            self.cdf = torch.cumsum(weight[self.steps], 0)
+        self._uniform = torch.empty(0, dtype=torch.float64)  # scratch of weighted draws
         self.generator = _generator(seed, generator)
 
     def sample_into(self, episode_index: Tensor, step_index: Tensor) -> None:
@@ -113,9 +146,18 @@ class StepSampler:
                 self.n_candidates, step_index.shape, generator=self.generator, out=step_index
             )
         else:
-            torch.randint(
-                self.n_candidates, step_index.shape, generator=self.generator, out=episode_index
-            )
+            # episode_index holds candidate positions until the last line overwrites it
+            if self.cdf is None:
+                torch.randint(
+                    self.n_candidates, episode_index.shape, generator=self.generator,
+                    out=episode_index,
+                )  # fmt: skip
+            else:
+                u = self._uniform.resize_(episode_index.shape)  # reallocates only to grow
+                torch.rand(u.shape, generator=self.generator, dtype=torch.float64, out=u)
+                u.mul_(self.cdf[-1])
+                torch.searchsorted(self.cdf, u, right=True, out=episode_index)
+                episode_index.clamp_(max=self.n_candidates - 1)  # u * total may round up
             torch.index_select(self.steps, 0, episode_index, out=step_index)
         torch.index_select(self.episode_of_step, 0, step_index, out=episode_index)
 
@@ -125,6 +167,14 @@ class StepSampler:
         step_index = torch.empty(batch_size, dtype=torch.int64)
         self.sample_into(episode_index, step_index)
         return episode_index, step_index
+
+    def state_dict(self) -> dict[str, Tensor]:
+        """The generator's state: restoring it replays the same draws (checkpoints)."""
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        """Continue the stream from a `state_dict()`."""
+        self.generator.set_state(state["generator"])
 
 
 class IdmBatch(NamedTuple):
@@ -221,8 +271,9 @@ class SubtrajectorySampler:
     """Random K-step sub-trajectories for Decision Transformer, into reused buffers.
 
     A start is a step drawn uniformly from the chosen episodes' steps, i.e. an
-    episode weighted by its length, then a uniform start within it; windows
-    that run past the episode end are left-padded.
+    episode weighted by its length, then a uniform start within it (restricted
+    by `step_mask` and weighted by `weights` as in `StepSampler`); windows that
+    run past the episode end are left-padded.
     """
 
     def __init__(
@@ -240,14 +291,17 @@ class SubtrajectorySampler:
         mean: ArrayLike | None = None,
         std: ArrayLike | None = None,
         episodes: ArrayLike | None = None,
+        step_mask: ArrayLike | None = None,
+        weights: ArrayLike | None = None,
         seed: int | None = None,
         generator: torch.Generator | None = None,
         backend: str | None = None,
     ) -> None:
         """Give `returns_to_go` [N], or `rewards` [N] to compute them once with `gamma`."""
         self.steps = StepSampler(
-            step_start, lengths, episodes=episodes, seed=seed, generator=generator
-        )
+            step_start, lengths, episodes=episodes, step_mask=step_mask, weights=weights,
+            seed=seed, generator=generator,
+        )  # fmt: skip
         self.observations = _tensor(observations, torch.float32, "observations")
         self.actions = _tensor(actions, torch.float32, "actions")
         n_dim, n_act = self.observations.shape[1], self.actions.shape[1]

@@ -20,7 +20,7 @@ import torch
 from tqdm import tqdm
 
 from ssorl_train.algos import Algorithm, make_algorithm
-from ssorl_train.batches import StepPicker, SubtrajectorySampler, TransitionSampler
+from ssorl_train.batches import BatchSampler, SubtrajectorySampler, TransitionSampler
 from ssorl_train.checkpoint import load_checkpoint, paths, save_checkpoint
 from ssorl_train.common import seed_everything, select_device
 from ssorl_train.dataset import TrainingData
@@ -41,7 +41,7 @@ class LoopConfig:
 
 def _make_sampler(
     algorithm: Algorithm, data: TrainingData, seed: int, device: torch.device
-) -> StepPicker:
+) -> BatchSampler:
     c = algorithm.config
     if algorithm.batch_kind == "subtrajectories":
         return SubtrajectorySampler(data, c.batch_size, c.context, c.return_scale, seed, device)
@@ -75,7 +75,7 @@ def _save(
     stem: Path,
     step: int,
     algorithm: Algorithm,
-    sampler: StepPicker,
+    sampler: BatchSampler,
     data: TrainingData,
     run_config: dict[str, Any],
 ) -> None:

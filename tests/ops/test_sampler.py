@@ -43,6 +43,50 @@ def test_step_sampler_rejects_an_empty_step_set():
         StepSampler(table.step_start, table.lengths, step_mask=np.zeros(3, bool))
 
 
+def test_step_sampler_draws_in_proportion_to_weights_and_never_zero_weight_steps():
+    table = Table([3, 4, 2], n_dim=1, n_act=1, seed=6)
+    weights = np.zeros(table.n_steps, np.float32)
+    weights[[1, 4, 8]] = [1.0, 3.0, 0.5]
+    mask = np.ones(table.n_steps, bool)
+    mask[8] = False  # the mask still applies to weighted steps
+    sampler = StepSampler(table.step_start, table.lengths, step_mask=mask, weights=weights, seed=0)
+    episodes, steps = sampler.sample(8000)
+    counts = np.bincount(steps.numpy(), minlength=table.n_steps)
+    assert set(np.flatnonzero(counts)) == {1, 4}
+    assert 0.70 < counts[4] / 8000 < 0.80  # 3 of 4
+    np.testing.assert_array_equal(episodes.numpy(), table.episode_of_step[steps.numpy()])
+
+
+def test_step_sampler_refuses_bad_weights():
+    table = Table([3], n_dim=1, n_act=1, seed=7)
+    start, lengths = table.step_start, table.lengths
+    with pytest.raises(KernelInputError, match="shape"):
+        StepSampler(start, lengths, weights=np.ones(2))
+    with pytest.raises(KernelInputError, match=">= 0"):
+        StepSampler(start, lengths, weights=np.array([1.0, -1.0, 1.0]))
+    with pytest.raises(KernelInputError, match="finite"):
+        StepSampler(start, lengths, weights=np.array([1.0, np.nan, 1.0]))
+    with pytest.raises(KernelInputError, match="positive weight"):
+        StepSampler(start, lengths, weights=np.zeros(3))
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_step_sampler_state_round_trip_replays_the_stream(weighted: bool):
+    table = Table([5, 4, 6], n_dim=1, n_act=1, seed=8)
+    weights = np.linspace(0.1, 2.0, table.n_steps) if weighted else None
+    mask = np.arange(table.n_steps) % 4 != 0
+    a = StepSampler(table.step_start, table.lengths, step_mask=mask, weights=weights, seed=9)
+    a.sample(20)
+    state = a.state_dict()
+    after = a.sample(64)
+    # a fresh sampler with another seed picks up the saved stream exactly
+    b = StepSampler(table.step_start, table.lengths, step_mask=mask, weights=weights, seed=10)
+    b.load_state_dict(state)
+    assert all(torch.equal(x, y) for x, y in zip(b.sample(64), after, strict=True))
+    a.load_state_dict(state)
+    assert all(torch.equal(x, y) for x, y in zip(a.sample(64), after, strict=True))
+
+
 def test_idm_window_sampler_matches_reference_and_reuses_buffers(backend: str):
     table = Table([1, 6, 3], n_dim=3, n_act=2, seed=4)
     action_mask = np.arange(table.n_steps) % 3 != 0
@@ -83,3 +127,18 @@ def test_subtrajectory_sampler_matches_reference(backend: str):
     )  # fmt: skip
     for got, expected in zip(batch, want, strict=True):
         assert got.numpy().tobytes() == expected.tobytes()
+
+
+def test_subtrajectory_sampler_starts_only_at_masked_positive_weight_steps():
+    table = Table([4, 6], n_dim=2, n_act=1, seed=11)
+    mask = np.ones(table.n_steps, bool)
+    mask[5] = False
+    weights = np.zeros(table.n_steps)
+    weights[[2, 5, 7]] = 1.0
+    sampler = SubtrajectorySampler(
+        table.observations, table.actions, table.step_start, table.lengths, context=3,
+        batch_size=200, rewards=table.rewards, step_mask=mask, weights=weights, seed=0,
+    )  # fmt: skip
+    sampler.sample()
+    starts = table.step_start[sampler.episode_index.numpy()] + sampler.start.numpy()
+    assert set(starts.tolist()) == {2, 7}

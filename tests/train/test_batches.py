@@ -25,11 +25,14 @@ def test_transitions_pair_each_step_with_its_own_next_observation(tiny_data) -> 
 def test_same_seed_gives_same_batches_and_state_restores_the_stream(tiny_data) -> None:
     a = TransitionSampler(tiny_data, 8, seed=3, device=CPU)
     b = TransitionSampler(tiny_data, 8, seed=3, device=CPU)
-    assert torch.equal(a.pick().clone(), b.pick().clone())
+    first_a, first_b = a.sample(), b.sample()
+    assert all(torch.equal(first_a[k], first_b[k]) for k in first_a)
     state = a.state_dict()
-    first = a.pick().clone()
+    second = a.sample()
     a.load_state_dict(state)
-    assert torch.equal(a.pick(), first)
+    again = a.sample()
+    assert all(torch.equal(second[k], again[k]) for k in second)
+    assert not torch.equal(second["observations"], first_a["observations"])
 
 
 def test_masked_and_zero_weight_steps_are_never_drawn(make_data) -> None:
@@ -39,7 +42,8 @@ def test_masked_and_zero_weight_steps_are_never_drawn(make_data) -> None:
     weight[20:] = 0.0
     weight[19] = 5.0
     data = make_data(step_mask=mask, step_weight=weight)
-    steps = torch.cat([TransitionSampler(data, 256, seed=s, device=CPU).pick() for s in range(4)])
+    samplers = [TransitionSampler(data, 256, seed=s, device=CPU) for s in range(4)]
+    steps = torch.cat([sampler.steps.sample(256)[1] for sampler in samplers])
     assert steps.min() >= 10 and steps.max() <= 19
     # step 19 weighs 5 of 14: about 36% of 1024 draws
     assert 250 < int((steps == 19).sum()) < 480
@@ -52,7 +56,7 @@ def test_subtrajectory_windows_are_left_padded_and_mask_unusable_steps(make_data
     k = 5
     sampler = SubtrajectorySampler(data, 64, context=k, return_scale=1.0, seed=0, device=CPU)
     state = sampler.state_dict()
-    steps = sampler.pick().clone()
+    _, steps = sampler.steps.sample(64)  # the starts of the next batch
     sampler.load_state_dict(state)
     batch = sampler.sample()
     assert mask[steps.numpy()].all()  # windows start at usable steps
@@ -68,6 +72,6 @@ def test_subtrajectory_windows_are_left_padded_and_mask_unusable_steps(make_data
 
 def test_returns_to_go_restart_at_each_episode(tiny_data) -> None:
     sampler = SubtrajectorySampler(tiny_data, 4, context=3, return_scale=0.5, seed=0, device=CPU)
-    r = tiny_data.rewards
-    assert torch.isclose(sampler.rtg[11], r[11] * 0.5)  # last step of episode 0
-    assert torch.isclose(sampler.rtg[12], r[12:19].sum() * 0.5)  # first of episode 1
+    r, rtg = tiny_data.rewards, sampler.windows.returns_to_go
+    assert torch.isclose(rtg[11], r[11] * 0.5)  # last step of episode 0
+    assert torch.isclose(rtg[12], r[12:19].sum() * 0.5)  # first of episode 1

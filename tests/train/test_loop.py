@@ -8,9 +8,9 @@ import json
 import pytest
 import torch
 
+from ssorl_data.sampler import StepSampler
 from ssorl_train import loop
 from ssorl_train.algos import make_config
-from ssorl_train.batches import StepPicker
 from ssorl_train.checkpoint import load_checkpoint, paths
 from ssorl_train.errors import CheckpointError
 from ssorl_train.evaluate import evaluate_checkpoint
@@ -70,19 +70,19 @@ def test_killed_and_resumed_run_equals_an_uninterrupted_one(
     data = make_data(episode_lengths=(20, 9, 25))
     _run(data, algo, tmp_path / "straight", steps=8)
 
-    real_pick = StepPicker.pick
+    real_draw = StepSampler.sample_into
     calls = {"n": 0}
 
-    def dying_pick(self):
+    def dying_draw(self, episode_index, step_index):
         calls["n"] += 1
         if calls["n"] == 7:  # after the checkpoint at step 4, mid-way to the next
             raise KeyboardInterrupt
-        return real_pick(self)
+        return real_draw(self, episode_index, step_index)
 
-    monkeypatch.setattr(StepPicker, "pick", dying_pick)
+    monkeypatch.setattr(StepSampler, "sample_into", dying_draw)
     with pytest.raises(KeyboardInterrupt):
         _run(data, algo, tmp_path / "killed", steps=8)
-    monkeypatch.setattr(StepPicker, "pick", real_pick)
+    monkeypatch.setattr(StepSampler, "sample_into", real_draw)
     _run(data, algo, tmp_path / "killed", steps=8, resume=True)
 
     straight, _ = load_checkpoint(tmp_path / "straight" / "checkpoint")
