@@ -47,11 +47,8 @@ def best_of_interleaved(repeats: int, runs: dict[str, Callable[[], Any]]) -> dic
 def write_results(name: str, payload: dict[str, Any]) -> Path:
     """Write benchmarks/results/<name>.json with the command and machine added."""
     RESULTS.mkdir(parents=True, exist_ok=True)
-    payload = {
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "machine": machine(),
-        **payload,
-    }
+    command = " ".join(["python -m", f"benchmarks.{Path(sys.argv[0]).stem}", *sys.argv[1:]])
+    payload = {"command": command, "machine": machine(), **payload}
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps(payload, indent=1) + "\n")
     return path
