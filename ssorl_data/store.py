@@ -657,11 +657,13 @@ class Appender:
         self._n_episodes += batch.n_episodes
 
     def finish(self) -> tuple[int, int]:
-        """Write the tails, size every array exactly; return the sizes to commit."""
+        """Write the tails; return the sizes to commit.
+
+        Arrays may stay longer than the committed sizes (they grow geometrically);
+        readers never look past the committed sizes, and the next append overwrites
+        those rows, so shrinking them would only cost metadata writes.
+        """
         self._write({name: column.flush() for name, column in self._columns.items()})
-        for column in self._columns.values():
-            if column.array.shape[0] != column.next:
-                column.array.resize((column.next, *column.array.shape[1:]))
         return self._n_steps, self._n_episodes
 
     def _write(self, writes: dict[str, list[tuple[int, np.ndarray]]]) -> None:
