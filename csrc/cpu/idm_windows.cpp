@@ -23,8 +23,7 @@ void check_samples(int64_t R, int64_t E, const int64_t* step_start, const int64_
                    const int64_t* episode_index, const int64_t* step_index, int64_t B) {
   for (int64_t b = 0; b < B; ++b) {
     const int64_t e = episode_index[b];
-    TORCH_CHECK_INDEX(e >= 0 && e < E, "ssorl.", kOp, ": sample ", b, " has episode_index ", e,
-                      ", outside [0, ", E, "). Pass episode indices of this episode table.");
+    check_sample_episode(kOp, b, e, E);
     const int64_t s = step_start[e];
     const int64_t T = lengths[e];
     const int64_t g = step_index[b];

@@ -1,5 +1,5 @@
-// Helpers shared by the CPU kernels: tiled normalisation and recording the first
-// bad sample. Argument checks shared with the CUDA registration are in ../op_args.h.
+// Helpers shared by the CPU kernels: tiled normalisation, recording and
+// checking bad samples. Argument checks shared with the CUDA registration are in ../op_args.h.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -28,6 +28,13 @@ inline void normalise(const float* __restrict x, const float* __restrict mu,
   for (int64_t j = 0; j < n; ++j) {
     y[j] = (x[j] - mu[j]) / sd[j];
   }
+}
+
+// Raises unless sample b's episode index e is one of the E episodes of the table;
+// the first check of every op's check_samples.
+inline void check_sample_episode(const char* op, int64_t b, int64_t e, int64_t E) {
+  TORCH_CHECK_INDEX(e >= 0 && e < E, "ssorl.", op, ": sample ", b, " has episode_index ", e,
+                    ", outside [0, ", E, "). Pass episode indices of this episode table.");
 }
 
 // Lowers `first` to `b` if smaller: kernels validate each sample where they read
