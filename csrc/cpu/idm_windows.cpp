@@ -6,7 +6,8 @@
 #include <algorithm>
 #include <cstdint>
 
-#include "checks.h"
+#include "../op_args.h"
+#include "kernel_utils.h"
 
 namespace ssorl {
 namespace {
@@ -22,8 +23,7 @@ void check_samples(int64_t R, int64_t E, const int64_t* step_start, const int64_
                    const int64_t* episode_index, const int64_t* step_index, int64_t B) {
   for (int64_t b = 0; b < B; ++b) {
     const int64_t e = episode_index[b];
-    TORCH_CHECK_INDEX(e >= 0 && e < E, "ssorl.", kOp, ": sample ", b, " has episode_index ", e,
-                      ", outside [0, ", E, "). Pass episode indices of this episode table.");
+    check_sample_episode(kOp, b, e, E);
     const int64_t s = step_start[e];
     const int64_t T = lengths[e];
     const int64_t g = step_index[b];
@@ -43,31 +43,11 @@ void idm_windows_cpu(const at::Tensor& observations, const at::Tensor& step_star
                      const at::Tensor& lengths, const at::Tensor& episode_index,
                      const at::Tensor& step_index, const at::Tensor& mean, const at::Tensor& std,
                      int64_t k, at::Tensor& out, at::Tensor& valid) {
-  const auto cpu = c10::DeviceType::CPU;
-  check_tensor(observations, kOp, "observations", at::kFloat, 2, cpu);
-  check_tensor(step_start, kOp, "step_start", at::kLong, 1, cpu);
-  check_tensor(lengths, kOp, "lengths", at::kLong, 1, cpu);
-  check_tensor(episode_index, kOp, "episode_index", at::kLong, 1, cpu);
-  check_tensor(step_index, kOp, "step_index", at::kLong, 1, cpu);
-  check_tensor(mean, kOp, "mean", at::kFloat, 1, cpu);
-  check_tensor(std, kOp, "std", at::kFloat, 1, cpu);
-  check_tensor(out, kOp, "out", at::kFloat, 3, cpu);
-  check_tensor(valid, kOp, "valid", at::kBool, 2, cpu);
-  TORCH_CHECK_VALUE(k >= 0, "ssorl.", kOp, ": expected k >= 0 past states. Got ", k, " instead.");
-  const int64_t R = observations.size(0);
-  const int64_t D = observations.size(1);
-  const int64_t E = step_start.size(0);
-  const int64_t B = episode_index.size(0);
-  const int64_t W = k + 2;
-  check_size(lengths, kOp, "lengths", 0, E, "one length per episode");
-  check_size(step_index, kOp, "step_index", 0, B, "one step per sample");
-  check_size(mean, kOp, "mean", 0, D, "observation dim");
-  check_size(std, kOp, "std", 0, D, "observation dim");
-  check_size(out, kOp, "out", 0, B, "batch");
-  check_size(out, kOp, "out", 1, W, "k + 2 window rows");
-  check_size(out, kOp, "out", 2, D, "observation dim");
-  check_size(valid, kOp, "valid", 0, B, "batch");
-  check_size(valid, kOp, "valid", 1, W, "k + 2 window rows");
+  const IdmWindowsSizes sz =
+      check_idm_windows_args(observations, step_start, lengths, episode_index, step_index, mean,
+                             std, k, out, valid, c10::DeviceType::CPU);
+  // Plain locals, not structured bindings: C++17 lambdas cannot capture those.
+  const int64_t R = sz.R, D = sz.D, E = sz.E, B = sz.B, W = sz.W;
 
   const float* X = observations.data_ptr<float>();
   const int64_t* ss = step_start.data_ptr<int64_t>();

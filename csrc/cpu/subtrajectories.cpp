@@ -8,7 +8,8 @@
 #include <cstdint>
 #include <cstring>
 
-#include "checks.h"
+#include "../op_args.h"
+#include "kernel_utils.h"
 
 namespace ssorl {
 namespace {
@@ -31,8 +32,7 @@ void check_samples(int64_t R, int64_t N, int64_t E, const int64_t* step_start,
                    int64_t B) {
   for (int64_t b = 0; b < B; ++b) {
     const int64_t e = episode_index[b];
-    TORCH_CHECK_INDEX(e >= 0 && e < E, "ssorl.", kOp, ": sample ", b, " has episode_index ", e,
-                      ", outside [0, ", E, "). Pass episode indices of this episode table.");
+    check_sample_episode(kOp, b, e, E);
     const int64_t s = step_start[e];
     const int64_t T = lengths[e];
     const int64_t t0 = start[b];
@@ -54,45 +54,11 @@ void subtrajectories_cpu(const at::Tensor& observations, const at::Tensor& actio
                          const at::Tensor& start, const at::Tensor& mean, const at::Tensor& std,
                          int64_t context, at::Tensor& states_out, at::Tensor& actions_out,
                          at::Tensor& rtg_out, at::Tensor& timesteps_out, at::Tensor& mask_out) {
-  const auto cpu = c10::DeviceType::CPU;
-  check_tensor(observations, kOp, "observations", at::kFloat, 2, cpu);
-  check_tensor(actions, kOp, "actions", at::kFloat, 2, cpu);
-  check_tensor(returns_to_go, kOp, "returns_to_go", at::kFloat, 1, cpu);
-  check_tensor(step_start, kOp, "step_start", at::kLong, 1, cpu);
-  check_tensor(lengths, kOp, "lengths", at::kLong, 1, cpu);
-  check_tensor(episode_index, kOp, "episode_index", at::kLong, 1, cpu);
-  check_tensor(start, kOp, "start", at::kLong, 1, cpu);
-  check_tensor(mean, kOp, "mean", at::kFloat, 1, cpu);
-  check_tensor(std, kOp, "std", at::kFloat, 1, cpu);
-  check_tensor(states_out, kOp, "states_out", at::kFloat, 3, cpu);
-  check_tensor(actions_out, kOp, "actions_out", at::kFloat, 3, cpu);
-  check_tensor(rtg_out, kOp, "rtg_out", at::kFloat, 2, cpu);
-  check_tensor(timesteps_out, kOp, "timesteps_out", at::kLong, 2, cpu);
-  check_tensor(mask_out, kOp, "mask_out", at::kBool, 2, cpu);
-  TORCH_CHECK_VALUE(context >= 1, "ssorl.", kOp, ": expected context >= 1 steps. Got ", context,
-                    " instead.");
-  const int64_t R = observations.size(0);
-  const int64_t D = observations.size(1);
-  const int64_t N = actions.size(0);
-  const int64_t A = actions.size(1);
-  const int64_t E = step_start.size(0);
-  const int64_t B = episode_index.size(0);
-  const int64_t K = context;
-  check_size(returns_to_go, kOp, "returns_to_go", 0, N, "one per step, like actions");
-  check_size(lengths, kOp, "lengths", 0, E, "one length per episode");
-  check_size(start, kOp, "start", 0, B, "one start per sample");
-  check_size(mean, kOp, "mean", 0, D, "observation dim");
-  check_size(std, kOp, "std", 0, D, "observation dim");
-  check_size(states_out, kOp, "states_out", 0, B, "batch");
-  check_size(states_out, kOp, "states_out", 1, K, "context");
-  check_size(states_out, kOp, "states_out", 2, D, "observation dim");
-  check_size(actions_out, kOp, "actions_out", 0, B, "batch");
-  check_size(actions_out, kOp, "actions_out", 1, K, "context");
-  check_size(actions_out, kOp, "actions_out", 2, A, "action dim");
-  for (const auto* t : {&rtg_out, &timesteps_out, &mask_out}) {
-    check_size(*t, kOp, "rtg_out/timesteps_out/mask_out", 0, B, "batch");
-    check_size(*t, kOp, "rtg_out/timesteps_out/mask_out", 1, K, "context");
-  }
+  const SubtrajectoriesSizes sz = check_subtrajectories_args(
+      observations, actions, returns_to_go, step_start, lengths, episode_index, start, mean, std,
+      context, states_out, actions_out, rtg_out, timesteps_out, mask_out, c10::DeviceType::CPU);
+  // Plain locals, not structured bindings: C++17 lambdas cannot capture those.
+  const int64_t R = sz.R, D = sz.D, N = sz.N, A = sz.A, E = sz.E, B = sz.B, K = sz.K;
 
   const float* X = observations.data_ptr<float>();
   const float* Act = actions.data_ptr<float>();
