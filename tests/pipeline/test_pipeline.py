@@ -140,3 +140,21 @@ def test_cli_runs_the_example_schema_and_prints_the_comparison(first_run):
 def test_config_errors_name_the_bad_key(raw, error, match):
     with pytest.raises(error, match=match):
         PipelineConfig.from_dict(raw)
+
+
+def test_quickstart_config_is_a_valid_pipeline_config():
+    from ssorl_data.cli.quickstart import QUICKSTART
+
+    config = PipelineConfig.from_dict(QUICKSTART)
+    assert config.train["modes"] == ["full", "semi-supervised", "labelled-only"]
+    assert (config.split["labelled_fraction"], config.split["quantile"]) == (0.1, 0.5)
+
+
+@pytest.mark.slow
+def test_quickstart_runs_every_stage_and_prints_the_comparison(tmp_path):
+    out = tmp_path / "quick"
+    result = CliRunner().invoke(cli, ["quickstart", "--out", str(out), "--quiet"])
+    assert result.exit_code == 0, result.output
+    for mode in ("full", "semi-supervised", "labelled-only"):
+        assert f"| {mode} |" in result.output
+    assert (out / "report" / "report.md").exists()
