@@ -121,6 +121,11 @@ class PipelineConfig:
                 f"{where}: [data] policy must be one of {sorted(POLICIES)!r}. "
                 f"Got {data['policy']!r}."
             )
+        if data["policy"] == "hopper-balance" and not str(data.get("env_id")).startswith("Hopper"):
+            raise PipelineConfigError(
+                f"{where}: [data] policy 'hopper-balance' controls Hopper only. Got env_id "
+                f"{data.get('env_id')!r}: use policy = 'random' or a Hopper env."
+            )
         check_name(sections["relabel"]["name"], "relabel run")
         bad_modes = set(sections["train"]["modes"]) - set(MODES)
         if bad_modes:
@@ -146,7 +151,8 @@ def _keys(where: str, section: str, values: dict[str, Any], known: set[str]) -> 
 
 # ---------------------------------------------------------------- collection policies
 def _hopper_balance(action_space: Any, seed: int) -> Callable[[np.ndarray], np.ndarray]:
-    """PD control of Hopper's joints towards standing, plus per-env noise (env 0: random).
+    """PD control of Hopper's joints towards standing, mixed with uniform random actions in
+    a share that grows from 0 (the first env) to 1 (the last env).
 
     Episodes range from falling at once to standing for long, so returns vary
     widely: a cheap stand-in for the mixed-quality data of real corpora.
@@ -256,7 +262,10 @@ def run_pipeline(
 
     store = out / "store"
     data_key = stage(
-        "data", _hash(config.data), [store], lambda: _data(config.data, store, progress)
+        "data",
+        _hash(config.data, _source_version(config.data)),
+        [store],
+        lambda: _data(config.data, store, progress),
     )
     split_key = stage(
         "split", _hash(data_key, config.split), [], lambda: _split(config.split, store)
@@ -299,6 +308,15 @@ def run_pipeline(
     report = write_report(out, config, store, relabel_name, agents, [asdict(s) for s in stages])
     echo(f"[report] written to {out / 'report'}")
     return report
+
+
+def _source_version(section: dict[str, Any]) -> list[int] | None:
+    """Size and modification time of an imported file or folder, so a changed source reruns."""
+    source = Path(section.get("source", ""))
+    if "source" not in section or not source.exists():
+        return None  # collected, or a Minari id resolved by Minari
+    info = source.stat()
+    return [info.st_size, info.st_mtime_ns]
 
 
 def _remove(path: Path) -> None:

@@ -11,6 +11,7 @@ from click.testing import CliRunner
 
 from ssorl_data.cli.main import cli
 from ssorl_data.errors import InvalidNameError, PipelineConfigError
+from ssorl_data.store import TrajectoryStore
 from ssorl_train import loop
 from ssorl_train.pipeline import PipelineConfig, run_pipeline, tomllib
 
@@ -158,3 +159,20 @@ def test_quickstart_runs_every_stage_and_prints_the_comparison(tmp_path):
     for mode in ("full", "semi-supervised", "labelled-only"):
         assert f"| {mode} |" in result.output
     assert (out / "report" / "report.md").exists()
+
+
+def test_imported_source_reruns_the_data_stage_when_the_file_changes(tmp_path, first_run):
+    from ssorl_data.io.d4rl_export import export_d4rl_hdf5
+
+    out, _ = first_run
+    source = tmp_path / "data.hdf5"
+    with TrajectoryStore.open(out / "store") as store:
+        export_d4rl_hdf5(store, source)
+        export_d4rl_hdf5(store, tmp_path / "new.hdf5")
+    raw = toy_config(train=TOY["train"] | {"modes": ["full"]}).to_dict()
+    raw["data"] = {"source": str(source)}
+    config = PipelineConfig.from_dict(raw)
+    assert statuses(run(tmp_path / "run", config))["data"] == "ran"
+    assert statuses(run(tmp_path / "run", config))["data"] == "skipped"
+    (tmp_path / "new.hdf5").replace(source)  # same bytes, but a new file
+    assert statuses(run(tmp_path / "run", config))["data"] == "ran"
