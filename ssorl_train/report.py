@@ -81,7 +81,10 @@ def _plots(
 
     fig, ax = plt.subplots(figsize=(6, 4))
     for run in agents:
-        with open(out / "agents" / run / "eval.csv") as f:
+        path = out / "agents" / run / "eval.csv"
+        if not path.exists():  # data without an env id: nothing to evaluate in
+            continue
+        with open(path) as f:
             rows = list(csv.DictReader(f))
         key = "normalized_score" if rows and rows[0]["normalized_score"] else "mean_return"
         ax.plot([int(r["step"]) for r in rows], [float(r[key]) for r in rows], "o-", label=run)
