@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from ssorl_data import layout
 from ssorl_data.errors import PipelineConfigError
 from ssorl_data.names import check_name
 
@@ -241,7 +242,7 @@ def run_pipeline(
         key: str,
         outputs: list[Path],
         work: Callable[[], dict[str, Any]],
-        resumable: bool = False,
+        keep_outputs: bool = False,
     ) -> str:
         """Run `work` unless the stamp matches `key`; returns a token that changes per run."""
         stamp = stamps.read(name)
@@ -250,7 +251,7 @@ def run_pipeline(
             echo(f"[{name}] skipped (up to date)")
             return f"{key}@{stamp['ran_at']}"
         stamps.clear(name)
-        if not resumable:
+        if not keep_outputs:  # else the work resumes or replaces its outputs itself
             for path in outputs:
                 _remove(path)
         echo(f"[{name}] running")
@@ -267,8 +268,12 @@ def run_pipeline(
         [store],
         lambda: _data(config.data, store, progress),
     )
-    split_key = stage(
-        "split", _hash(data_key, config.split), [], lambda: _split(config.split, store)
+    split_key = stage(  # outputs inside the store are replaced by the stage itself
+        "split",
+        _hash(data_key, config.split),
+        [store / layout.split_path(SPLIT_NAME)],
+        lambda: _split(config.split, store),
+        keep_outputs=True,
     )
     idm_dir = out / "idm"
     idm_key = stage(
@@ -281,8 +286,9 @@ def run_pipeline(
     relabel_key = stage(
         "relabel",
         _hash(idm_key, config.relabel),
-        [],
+        [store / layout.relabel_path(relabel_name)],
         lambda: _relabel(config.relabel, store, idm_dir, device or "cpu", progress),
+        keep_outputs=True,
     )
     agents: dict[str, dict[str, Any]] = {}
     train, evaluation = config.train, config.eval
@@ -300,7 +306,7 @@ def run_pipeline(
                 lambda m=mode, s=seed, d=run_dir: _agent(
                     train, evaluation, store, relabel_name, m, s, d, device, progress
                 ),
-                resumable=True,
+                keep_outputs=True,
             )
             agents[run] = stamps.read(f"agent-{run}")["result"] | {"mode": mode, "seed": seed}
     from ssorl_train.report import write_report

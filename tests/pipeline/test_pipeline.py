@@ -176,3 +176,14 @@ def test_imported_source_reruns_the_data_stage_when_the_file_changes(tmp_path, f
     assert statuses(run(tmp_path / "run", config))["data"] == "skipped"
     (tmp_path / "new.hdf5").replace(source)  # same bytes, but a new file
     assert statuses(run(tmp_path / "run", config))["data"] == "ran"
+
+
+def test_lost_relabel_run_reruns_it_and_the_semi_supervised_agents(first_run):
+    out, _ = first_run
+    run(out)  # back to the toy config after the tests that changed it
+    shutil.rmtree(out / "store" / "relabels" / "idm")
+    report = run(out)
+    assert [n for n, s in statuses(report).items() if s == "ran"] == [
+        "relabel",
+        "agent-semi-supervised-seed0",
+    ]
