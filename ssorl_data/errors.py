@@ -90,3 +90,7 @@ class KernelBuildError(SsorlError, RuntimeError):
 
 class KernelBuildWarning(UserWarning):
     """The C++ kernels could not be built; ssorl fell back to the numba kernels."""
+
+
+class PipelineConfigError(SsorlError, ValueError):
+    """A pipeline config (`ssorl run CONFIG.toml`) has an unknown, missing or invalid key."""

@@ -296,3 +296,33 @@ def split(store, name, labelled_fraction, quantile, seed, episodes_file, overwri
         f"split {name!r}: {int(made.visible.sum())} of {made.visible.size} episodes visible "
         f"({made.attrs['method']})"
     )
+
+
+@data.command("drop-actions")
+@click.argument("store", type=click.Path(exists=True, path_type=Path))
+@click.argument("out", type=click.Path(path_type=Path))
+@click.option(
+    "--episodes",
+    "episodes_file",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Episode indices whose actions to drop: a JSON list or integers one per line.",
+)
+@fail_on_ssorl_errors
+def drop_actions(store: Path, out: Path, episodes_file: Path) -> None:
+    """Copy STORE to a new store OUT without the recorded actions of the listed episodes.
+
+    The usual way to hide actions is a split (`ssorl data split`), which keeps them
+    recorded so the fully labelled baseline stays possible; use this only when the
+    actions must physically be absent. Python API: ssorl_data.drop.drop_actions.
+    """
+    from ssorl_data.drop import drop_actions as run_drop
+    from ssorl_data.splits import read_episode_list
+    from ssorl_data.store import TrajectoryStore
+
+    with TrajectoryStore.open(store) as opened:
+        episodes = read_episode_list(episodes_file, opened.n_episodes)
+    run_drop(store, out, episodes)
+    click.echo(
+        f"copied {store} to {out} without the actions of {len(set(episodes.tolist()))} episodes"
+    )

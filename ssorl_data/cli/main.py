@@ -21,6 +21,7 @@ COMMANDS: dict[str, str] = {
     "train": "ssorl_train.cli:train",
     "eval": "ssorl_train.cli:evaluate",
     "relabel": "ssorl_data.cli.relabel:relabel",
+    "run": "ssorl_data.cli.run:run",
 }
 
 

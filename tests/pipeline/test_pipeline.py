@@ -1,0 +1,189 @@
+"""`ssorl run`: every stage at toy size, stage skipping, and resuming after lost outputs."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from ssorl_data.cli.main import cli
+from ssorl_data.errors import InvalidNameError, PipelineConfigError
+from ssorl_data.store import TrajectoryStore
+from ssorl_train import loop
+from ssorl_train.pipeline import PipelineConfig, run_pipeline, tomllib
+
+EXAMPLE = Path(__file__).parents[2] / "examples" / "pipeline.toml"
+TOY = {  # the example config, shrunk so that every stage runs in seconds
+    "data": {"steps": 800},
+    "split": {"labelled_fraction": 0.3},
+    "idm": {"max_steps": 10, "hidden": [16], "members": 2, "batch_size": 32, "eval_every": 5},
+    "train": {"steps": 10, "log_every": 5, "overrides": {"batch_size": 16, "hidden_dim": 16}},
+    "eval": {"episodes": 1, "every": 5},
+}
+AGENTS = ["agent-full-seed0", "agent-semi-supervised-seed0", "agent-labelled-only-seed0"]
+
+
+def toy_config(**changes: dict) -> PipelineConfig:
+    raw = tomllib.loads(EXAMPLE.read_text())
+    for section, values in (TOY | changes).items():
+        raw[section] = raw.get(section, {}) | values
+    return PipelineConfig.from_dict(raw)
+
+
+def statuses(report: dict) -> dict[str, str]:
+    return {s["name"]: s["status"] for s in report["stages"]}
+
+
+def run(out: Path, config: PipelineConfig | None = None) -> dict:
+    return run_pipeline(config or toy_config(), out, progress=False, echo=lambda _: None)
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("pipeline") / "run"
+    return out, run(out)
+
+
+def test_first_run_runs_every_stage_and_writes_the_report(first_run):
+    out, report = first_run
+    assert set(statuses(report).values()) == {"ran"}
+    assert list(statuses(report)) == ["data", "split", "idm", "relabel", *AGENTS]
+    rows = {r["mode"]: r for r in report["comparison"]}
+    assert list(rows) == ["full", "semi-supervised", "labelled-only"]
+    assert rows["semi-supervised"]["proxy_steps"] > 0 and rows["full"]["proxy_steps"] == 0
+    assert rows["labelled-only"]["recorded_steps"] < rows["full"]["recorded_steps"]
+    assert all(r["score_mean"] is not None for r in rows.values())
+    files = {p.name for p in (out / "report").iterdir()}
+    assert files >= {"report.json", "report.md", "learning_curves.png",
+                     "proxy_error_vs_return.png", "uncertainty_hist.png"}  # fmt: skip
+    written = json.loads((out / "report" / "report.json").read_text())
+    assert written["comparison"] == report["comparison"]
+
+
+def test_second_run_skips_every_stage(first_run):
+    out, report = first_run
+    again = run(out)
+    assert set(statuses(again).values()) == {"skipped"}
+    assert again["comparison"] == report["comparison"]
+
+
+def test_lost_idm_reruns_it_and_only_the_stages_that_read_it(first_run):
+    out, _ = first_run
+    shutil.rmtree(out / "idm")
+    report = run(out)
+    assert statuses(report) == {
+        "data": "skipped", "split": "skipped", "idm": "ran", "relabel": "ran",
+        "agent-full-seed0": "skipped", "agent-semi-supervised-seed0": "ran",
+        "agent-labelled-only-seed0": "skipped",
+    }  # fmt: skip
+
+
+def test_changed_train_section_reruns_only_the_agents(first_run):
+    out, _ = first_run
+    report = run(out, toy_config(train=TOY["train"] | {"steps": 12}))
+    assert [n for n, s in statuses(report).items() if s == "ran"] == AGENTS
+    assert all(a["steps"] == 12 for a in report["agents"].values())
+
+
+def test_killed_agent_resumes_from_its_checkpoint(first_run, monkeypatch):
+    out, _ = first_run
+    config = toy_config(train=TOY["train"] | {"steps": 12, "modes": ["full"], "seeds": [1]})
+
+    def killed(*args, **kwargs):  # the first evaluation (step 5) comes after checkpoint 3
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(loop, "evaluate", killed)
+    with pytest.raises(KeyboardInterrupt):
+        run(out, config)
+    monkeypatch.undo()
+    assert not (out / "stamps" / "agent-full-seed1.json").exists()
+    report = run(out, config)
+    assert statuses(report)["agent-full-seed1"] == "ran"
+    agent = report["agents"]["full-seed1"]
+    assert (agent["steps"], agent["steps_this_process"]) == (12, 9)
+    assert agent["normalized_score"] is not None
+
+
+def test_cli_runs_the_example_schema_and_prints_the_comparison(first_run):
+    out, _ = first_run
+    config = out.parent / "toy.toml"
+    lines = ["[data]", 'env_id = "Hopper-v5"', "steps = 800", 'policy = "hopper-balance"',
+             "[split]", "labelled_fraction = 0.3",
+             "[idm]", "max_steps = 10", "hidden = [16]", "members = 2", "batch_size = 32",
+             "eval_every = 5",
+             "[train]", 'modes = ["full", "semi-supervised", "labelled-only"]', "steps = 12",
+             "log_every = 5", "overrides = { batch_size = 16, hidden_dim = 16 }",
+             "[eval]", "episodes = 1", "every = 5"]  # fmt: skip
+    config.write_text("\n".join(lines) + "\n")
+    result = CliRunner().invoke(cli, ["run", str(config), "--out", str(out), "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert "[data] skipped" in result.output and "| semi-supervised |" in result.output
+
+
+@pytest.mark.parametrize(
+    ("raw", "error", "match"),
+    [
+        ({"data": {"env_id": "Hopper-v5"}, "trian": {}}, PipelineConfigError, "trian"),
+        ({"data": {"env_id": "Hopper-v5", "stpes": 10}}, PipelineConfigError, "stpes"),
+        ({"data": {}}, PipelineConfigError, "exactly one of"),
+        ({"data": {"env_id": "Hopper-v5"}, "train": {"modes": ["half"]}}, PipelineConfigError,
+         "half"),
+        ({"data": {"env_id": "Hopper-v5"}, "idm": {"max_step": 5}}, PipelineConfigError,
+         "max_step"),
+        ({"data": {"env_id": "Hopper-v5"}, "relabel": {"name": "../x"}}, InvalidNameError, "x"),
+        ({"data": {"env_id": "Hopper-v5"}, "train": {"overrides": {"alpah": 1}}}, ValueError,
+         "alpah"),
+    ],
+)  # fmt: skip
+def test_config_errors_name_the_bad_key(raw, error, match):
+    with pytest.raises(error, match=match):
+        PipelineConfig.from_dict(raw)
+
+
+def test_quickstart_config_is_a_valid_pipeline_config():
+    from ssorl_data.cli.quickstart import QUICKSTART
+
+    config = PipelineConfig.from_dict(QUICKSTART)
+    assert config.train["modes"] == ["full", "semi-supervised", "labelled-only"]
+    assert (config.split["labelled_fraction"], config.split["quantile"]) == (0.1, 0.5)
+
+
+@pytest.mark.slow
+def test_quickstart_runs_every_stage_and_prints_the_comparison(tmp_path):
+    out = tmp_path / "quick"
+    result = CliRunner().invoke(cli, ["quickstart", "--out", str(out), "--quiet"])
+    assert result.exit_code == 0, result.output
+    for mode in ("full", "semi-supervised", "labelled-only"):
+        assert f"| {mode} |" in result.output
+    assert (out / "report" / "report.md").exists()
+
+
+def test_imported_source_reruns_the_data_stage_when_the_file_changes(tmp_path, first_run):
+    from ssorl_data.io.d4rl_export import export_d4rl_hdf5
+
+    out, _ = first_run
+    source = tmp_path / "data.hdf5"
+    with TrajectoryStore.open(out / "store") as store:
+        export_d4rl_hdf5(store, source)
+        export_d4rl_hdf5(store, tmp_path / "new.hdf5")
+    raw = toy_config(train=TOY["train"] | {"modes": ["full"]}).to_dict()
+    raw["data"] = {"source": str(source)}
+    config = PipelineConfig.from_dict(raw)
+    assert statuses(run(tmp_path / "run", config))["data"] == "ran"
+    assert statuses(run(tmp_path / "run", config))["data"] == "skipped"
+    (tmp_path / "new.hdf5").replace(source)  # same bytes, but a new file
+    assert statuses(run(tmp_path / "run", config))["data"] == "ran"
+
+
+def test_lost_relabel_run_reruns_it_and_the_semi_supervised_agents(first_run):
+    out, _ = first_run
+    run(out)  # back to the toy config after the tests that changed it
+    shutil.rmtree(out / "store" / "relabels" / "idm")
+    report = run(out)
+    assert [n for n, s in statuses(report).items() if s == "ran"] == [
+        "relabel",
+        "agent-semi-supervised-seed0",
+    ]
