@@ -49,17 +49,29 @@ def payload_bytes(arrays: dict[str, np.ndarray]) -> int:
 
 
 def zarr_raw(arrays: dict[str, np.ndarray], path: Path) -> None:
-    """The same arrays written straight into a zarr group: the ceiling for our write path."""
+    """The store's arrays written straight into a zarr group: the ceiling for our write path.
+
+    The same ten arrays the store holds (T+1 observations, the step columns with the
+    action mask, the episode table), derived the plain NumPy way, one write each,
+    without validation, transactions or locking.
+    """
     codec = BloscCodec(cname="zstd", clevel=layout.DEFAULT_COMPRESSION_LEVEL, shuffle="shuffle")
     group = zarr.open_group(path, mode="w", zarr_format=3)
     ends = np.flatnonzero(arrays["terminals"] | arrays["timeouts"])
+    starts = np.concatenate(([0], ends[:-1] + 1))
     obs = np.insert(arrays["observations"], ends + 1, arrays["next_observations"][ends], axis=0)
+    mask = ~np.isnan(arrays["actions"]).any(axis=1)
     data = {
-        "observations": obs,
-        "actions": arrays["actions"],
-        "rewards": arrays["rewards"],
-        "terminations": arrays["terminals"],
-        "truncations": arrays["timeouts"],
+        layout.OBSERVATIONS: obs,
+        layout.ACTIONS: arrays["actions"],
+        layout.ACTION_MASK: mask,
+        layout.REWARDS: arrays["rewards"],
+        layout.TERMINATIONS: arrays["terminals"],
+        layout.TRUNCATIONS: arrays["timeouts"],
+        layout.STEP_START: starts.astype(np.int64),
+        layout.LENGTH: (ends + 1 - starts).astype(np.int64),
+        layout.RETURN: np.add.reduceat(arrays["rewards"].astype(np.float64), starts),
+        layout.LABELLED: np.logical_and.reduceat(mask, starts),
     }
     for name, value in data.items():
         z = group.create_array(

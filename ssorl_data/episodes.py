@@ -42,9 +42,12 @@ class EpisodeBatch:
 
     @functools.cached_property
     def action_mask(self) -> np.ndarray:
-        """True where an action was recorded, [N] bool (computed once per batch)."""
-        flat = self.actions.reshape(self.n_steps, -1)
-        return ~np.isnan(flat).any(axis=1) if flat.shape[1] else np.ones(self.n_steps, bool)
+        """True where an action was recorded (a fully finite row), [N] bool; computed once.
+
+        Validation rejects rows that are neither fully finite nor fully NaN, so on a
+        valid batch this is exactly "the row is not NaN".
+        """
+        return _finite_rows(self.actions) if self.n_steps else np.zeros(0, bool)
 
     def episode_returns(self) -> np.ndarray:
         """Undiscounted return of each episode, summed in float64, [E]."""
@@ -235,7 +238,7 @@ def _value_problems(
         step = int(np.argmin(finite_rewards))
         problems.append(f"{where(step)}: reward at step {step} is NaN or inf.")
     flat = batch.actions.reshape(batch.n_steps, -1)
-    suspect = np.flatnonzero(~_finite_rows(flat))  # missing actions, or broken ones
+    suspect = np.flatnonzero(~batch.action_mask)  # missing actions, or broken ones
     rows = flat[suspect]
     nan = np.isnan(rows)
     action_checks = (
