@@ -34,11 +34,11 @@ import numpy as np
 import torch
 
 from benchmarks.common import CORPUS, best_of_interleaved, write_results
-from ssorl_data import ops
 from ssorl_data.idm import Idm, IdmSpec, load_idm
 from ssorl_data.idm.checkpoint import build_network
 from ssorl_data.idm.evaluate import predict_windows
 from ssorl_data.idm.training import IdmTrainConfig, observation_stats
+from ssorl_data.idm.windows import RangeWindows
 from ssorl_data.io.importing import import_dataset
 from ssorl_data.relabel import DEFAULT_BATCH_SIZE, relabel_chunks, relabel_store
 from ssorl_data.store import TrajectoryStore
@@ -84,15 +84,11 @@ def data_path(store: TrajectoryStore, idm: Idm) -> None:
 
 
 def all_windows(store: TrajectoryStore, idm: Idm) -> torch.Tensor:
+    """Every step's window, built as one range by the relabeller's own window builder."""
     table = store.episode_table()
     obs = store.read_observations(0, store.n_steps + store.n_episodes)
-    n, k = store.n_steps, idm.spec.k
-    windows = torch.empty(n, k + 2, obs.shape[1])
-    valid = torch.empty(n, k + 2, dtype=torch.bool)
-    episode = np.repeat(np.arange(table.n_episodes), table.length)
-    ops.idm_windows(torch.from_numpy(obs), torch.from_numpy(table.step_start),
-                    torch.from_numpy(table.length), torch.from_numpy(episode), torch.arange(n),
-                    idm.mean, idm.std, k, windows, valid)  # fmt: skip
+    builder = RangeWindows(table, idm.spec.k, idm.mean, idm.std, store.n_steps, obs.shape[1])
+    windows, _ = builder.build(obs, 0, store.n_steps)
     return windows
 
 
