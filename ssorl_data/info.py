@@ -46,6 +46,8 @@ def store_info(store: TrajectoryStore) -> dict[str, Any]:
         "ref_min_score": store.metadata.ref_min_score,
         "ref_max_score": store.metadata.ref_max_score,
         "chunk_steps": store.chunk_steps,
+        "splits": store.list_splits(),
+        "relabels": {name: store.relabel_run(name).status for name in store.list_relabels()},
     }
 
 

@@ -136,6 +136,8 @@ def _info_table(s: dict) -> str:
         ("return, labelled", _fmt(s["return_labelled"])),
         ("return, action-free", _fmt(s["return_action_free"])),
         ("length", _fmt(s["length"])),
+        ("splits", ", ".join(s["splits"]) or "-"),
+        ("relabel runs", ", ".join(f"{k} ({v})" for k, v in s["relabels"].items()) or "-"),
     ]
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)

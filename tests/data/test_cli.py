@@ -64,3 +64,12 @@ def test_every_command_explains_itself():
     ):
         result = _run(*args)
         assert result.exit_code == 0 and "Usage:" in result.output
+
+
+def test_info_lists_splits(tmp_path):
+    make_store(tmp_path / "a", random_batch(np.random.default_rng(2), [3] * 6))
+    result = _run("data", "split", tmp_path / "a", "--name", "half", "--labelled-fraction", "0.5")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(_run("data", "info", tmp_path / "a", "--json").output)
+    assert summary["splits"] == ["half"] and summary["relabels"] == {}
+    assert "half" in _run("data", "info", tmp_path / "a").output
