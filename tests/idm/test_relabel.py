@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -140,4 +145,29 @@ def test_dask_local_cluster_equals_the_in_process_run(trained, store_copy):
     result = relabel(store_copy, trained[1], "dask", workers=2, progress=False)
     assert result.chunks_written > 2
     for a, b in zip(_arrays(store_copy, "local"), _arrays(store_copy, "dask"), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_sigkilled_relabel_process_resumes_to_the_same_arrays(trained, store_copy):
+    from ssorl_data.verify import verify_store
+
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "tests.idm.relabel_worker", str(store_copy),
+               str(trained[1]), "killed"]  # fmt: skip
+    with subprocess.Popen(command, stdout=subprocess.PIPE, cwd=root, env=env) as proc:
+        assert proc.stdout is not None
+        for _ in range(5):  # let five chunks land, then kill it while it writes more
+            assert proc.stdout.readline().strip() == b"chunk"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the relabel finished before it was killed"
+    with TrajectoryStore.open(store_copy) as store:
+        run = store.relabel_run("killed")
+        assert run.status == "partial" and 5 <= run.done().sum() < run.n_chunks
+        assert verify_store(store).ok
+    result = relabel(store_copy, trained[1], "killed", progress=False)
+    assert result.chunks_resumed >= 5
+    relabel(store_copy, trained[1], "clean", progress=False)
+    for a, b in zip(_arrays(store_copy, "clean"), _arrays(store_copy, "killed"), strict=True):
         np.testing.assert_array_equal(a, b)
