@@ -69,6 +69,15 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _save(fig: Any, path: Path) -> None:
+    """Lay out, write as PNG, and free the figure (pyplot keeps figures alive otherwise)."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 def _plots(
     out: Path, report_dir: Path, store: Path, relabel_name: str, agents: dict[str, dict[str, Any]]
 ) -> None:
@@ -90,9 +99,7 @@ def _plots(
         ax.plot([int(r["step"]) for r in rows], [float(r[key]) for r in rows], "o-", label=run)
     ax.set(xlabel="gradient step", ylabel="normalised score", title="Learning curves")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(report_dir / "learning_curves.png", dpi=100)
-    plt.close(fig)
+    _save(fig, report_dir / "learning_curves.png")
 
     with TrajectoryStore.open(store) as opened:
         table = opened.episode_table()
@@ -119,9 +126,7 @@ def _plots(
         title="Proxy-action error against return",
     )
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(report_dir / "proxy_error_vs_return.png", dpi=100)
-    plt.close(fig)
+    _save(fig, report_dir / "proxy_error_vs_return.png")
 
     step_visible = visible[episode]
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -137,6 +142,4 @@ def _plots(
         title="Uncertainty: labelled vs unlabelled steps",
     )
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(report_dir / "uncertainty_hist.png", dpi=100)
-    plt.close(fig)
+    _save(fig, report_dir / "uncertainty_hist.png")
