@@ -34,7 +34,8 @@ MODES = ("full", "semi-supervised", "labelled-only")
 SPLIT_NAME = "pipeline"  # the split the pipeline writes into its store
 SCHEMA = """\
 Keys left out take the defaults shown.
-[data]      source = "PATH" (D4RL HDF5 / NPZ / Minari, imported; relative to the config)
+[data]      source = "PATH" or ["PATH", ...] (D4RL HDF5 / NPZ / Minari, imported in order
+            into one store, e.g. medium + expert; relative to the config)
             or env_id = "Hopper-v5", steps = 20000, policy = "random" | "hopper-balance",
             seed = 0 (collected; "hopper-balance" mixes random and noisy balancing episodes)
 [split]     labelled_fraction = 0.1, quantile = 0.5 (labelled episodes drawn from the lowest
@@ -80,15 +81,13 @@ class PipelineConfig:
     @classmethod
     def from_toml(cls, path: str | Path) -> PipelineConfig:
         """Read and validate a TOML config; relative data paths are taken from its folder."""
-        path = Path(path)
-        try:
-            raw = tomllib.loads(path.read_text())
-        except (OSError, tomllib.TOMLDecodeError) as error:
-            raise PipelineConfigError(f"{path}: cannot read the config: {error}.") from None
-        data = dict(raw.get("data", {}))
-        if "source" in data:
-            data["source"] = str((path.parent / data["source"]).resolve())
-        return cls.from_dict(raw | {"data": data}, where=str(path))
+        raw = read_toml(path)
+        if "sweep" in raw:
+            raise PipelineConfigError(
+                f"{path}: has a [sweep] section: run it with `ssorl run --sweep` "
+                "(ssorl_train.sweep.SweepConfig), or remove the section."
+            )
+        return cls.from_dict(raw, where=str(path))
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any], where: str = "config") -> PipelineConfig:
@@ -117,6 +116,13 @@ class PipelineConfig:
                 f"{where}: [data] needs exactly one of `source` (a file to import) or `env_id` "
                 f"(an env to collect from). Got {sorted(raw.get('data', {}))!r}."
             )
+        if "source" in data:
+            data["source"] = _sources(data)  # one spelling, so both hash the same
+            if not data["source"] or not all(isinstance(s, str) for s in data["source"]):
+                raise PipelineConfigError(
+                    f"{where}: [data] source must be a path or a non-empty list of paths. "
+                    f"Got {raw['data']['source']!r}."
+                )
         if data["policy"] not in POLICIES:
             raise PipelineConfigError(
                 f"{where}: [data] policy must be one of {sorted(POLICIES)!r}. "
@@ -140,6 +146,27 @@ class PipelineConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """A config file's sections, with `[data] source` paths taken from the config's folder."""
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as error:
+        raise PipelineConfigError(f"{path}: cannot read the config: {error}.") from None
+    data = dict(raw.get("data", {}))
+    if "source" in data:
+        data["source"] = [
+            str((path.parent / s).resolve()) if isinstance(s, str) else s for s in _sources(data)
+        ]
+    return raw | {"data": data}
+
+
+def _sources(section: dict[str, Any]) -> list[Any]:
+    """`[data] source` as a list: one path, or several imported in order into one store."""
+    source = section.get("source", [])
+    return source if isinstance(source, list) else [source]
 
 
 def _keys(where: str, section: str, values: dict[str, Any], known: set[str]) -> None:
@@ -316,13 +343,14 @@ def run_pipeline(
     return report
 
 
-def _source_version(section: dict[str, Any]) -> list[int] | None:
-    """Size and modification time of an imported file or folder, so a changed source reruns."""
-    source = Path(section.get("source", ""))
-    if "source" not in section or not source.exists():
-        return None  # collected, or a Minari id resolved by Minari
-    info = source.stat()
-    return [info.st_size, info.st_mtime_ns]
+def _source_version(section: dict[str, Any]) -> list[list[int] | None]:
+    """Size and modification time of each imported file or folder, so a changed source reruns
+    (None for a Minari id, which Minari resolves; an empty list when collected)."""
+    versions = []
+    for source in map(Path, _sources(section)):
+        info = source.stat() if source.exists() else None
+        versions.append(info and [info.st_size, info.st_mtime_ns])
+    return versions
 
 
 def _remove(path: Path) -> None:
@@ -347,7 +375,8 @@ def _data(section: dict[str, Any], store: Path, progress: bool) -> dict[str, Any
     if "source" in section:
         from ssorl_data.io.importing import import_dataset
 
-        import_dataset(section["source"], store, progress=progress)
+        for i, source in enumerate(_sources(section)):
+            import_dataset(source, store, append=i > 0, progress=progress)
     else:
         import gymnasium as gym
 
