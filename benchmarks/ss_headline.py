@@ -126,9 +126,7 @@ def main(
 
     def save(result: CellResult) -> None:
         """Rows of every cell finished so far, this run's replacing the file's own."""
-        finished[result.cell.name] = [
-            {k: row[k] for k in ROW_KEYS} for row in sweep_rows([result])
-        ]
+        finished[result.cell.name] = [{k: row[k] for k in ROW_KEYS} for row in sweep_rows([result])]
         ran = [row for rows in finished.values() for row in rows]
         keys = {tuple(row[k] for k in ROW_KEYS[:6]) for row in ran}
         kept = [r for r in previous if tuple(r[k] for k in ROW_KEYS[:6]) not in keys]

@@ -109,9 +109,7 @@ class SweepConfig:
                 "seed": seed,
             }
             raw["idm"] = raw.get("idm", {}) | {"seed": seed}
-            raw["train"] = (
-                raw.get("train", {}) | self.sweep["train"].get(algo, {}) | {"algo": algo}
-            )
+            raw["train"] = raw.get("train", {}) | self.sweep["train"].get(algo, {}) | {"algo": algo}
             raw["train"]["seeds"] = [seed]
             name = f"{algo}-lf{fraction:g}-q{quantile:g}-seed{seed}"
             labels = {"labelled_fraction": fraction, "quantile": quantile, "algo": algo}
@@ -212,7 +210,7 @@ def summary_table(rows: list[dict[str, Any]], by: tuple[str, ...]) -> list[dict[
     for key, members in groups.items():
         scores = [r["normalized_score"] for r in members if r["normalized_score"] is not None]
         table.append(
-            dict(zip(by, key))
+            dict(zip(by, key, strict=True))
             | {
                 "seeds": sorted(r["seed"] for r in members),
                 "grad_steps": sorted({r["grad_steps"] for r in members}),
