@@ -24,25 +24,24 @@ from typing import Any
 import numpy as np
 
 from ssorl_data.errors import PipelineConfigError
-from ssorl_train.pipeline import PipelineConfig, read_toml
+from ssorl_train.pipeline import DEFAULTS, PipelineConfig, read_toml
 
 SWEEP_SCHEMA = """\
-[sweep]     labelled_fraction = [0.1], quantile = [0.5], algo = ["td3bc"], seeds = [0]
-            (each a list; the cells are every combination), jobs = 2 (cells at once),
-            threads = 1 (torch threads per cell)
+[sweep]     labelled_fraction = [...], quantile = [...], algo = [...], seeds = [...]
+            (each a list; the cells are every combination; a list left out is the base
+            config's value), jobs = 2 (cells at once), threads = 1 (torch threads per cell)
 [sweep.train.ALGO]  [train] keys for the cells of one algorithm, e.g.
             [sweep.train.dt] steps = 1000, overrides = {batch_size = 64}
 """
-GRID_KEYS = ("labelled_fraction", "quantile", "algo", "seeds")
-SWEEP_DEFAULTS: dict[str, Any] = {
-    "labelled_fraction": [0.1],
-    "quantile": [0.5],
-    "algo": ["td3bc"],
-    "seeds": [0],
-    "jobs": 2,
-    "threads": 1,
-    "train": {},
+SWEEP_DEFAULTS: dict[str, Any] = {"jobs": 2, "threads": 1, "train": {}}
+# where a grid list left out is taken from: the base config's one value (or its default)
+GRID_SOURCES = {
+    "labelled_fraction": ("split", "labelled_fraction"),
+    "quantile": ("split", "quantile"),
+    "algo": ("train", "algo"),
+    "seeds": ("train", "seeds"),
 }
+GRID_KEYS = tuple(GRID_SOURCES)
 
 
 @dataclass(frozen=True)
@@ -72,12 +71,15 @@ class SweepConfig:
     def from_dict(cls, raw: dict[str, Any], where: str = "config") -> SweepConfig:
         """Validate the grid and every cell's config before anything runs."""
         sweep = SWEEP_DEFAULTS | dict(raw.get("sweep", {}))
-        unknown = set(sweep) - set(SWEEP_DEFAULTS)
+        unknown = set(sweep) - set(SWEEP_DEFAULTS) - set(GRID_KEYS)
         if unknown:
             raise PipelineConfigError(
                 f"{where}: unknown key(s) {sorted(unknown)!r} in [sweep]:\n{SWEEP_SCHEMA}"
             )
-        for key in GRID_KEYS:
+        for key, (section, name) in GRID_SOURCES.items():
+            if key not in sweep:
+                value = raw.get(section, {}).get(name, DEFAULTS[section][name])
+                sweep[key] = value if key == "seeds" else [value]
             if not isinstance(sweep[key], list) or not sweep[key]:
                 raise PipelineConfigError(
                     f"{where}: [sweep] {key} must be a non-empty list. Got {sweep[key]!r}."

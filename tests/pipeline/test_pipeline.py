@@ -187,3 +187,29 @@ def test_lost_relabel_run_reruns_it_and_the_semi_supervised_agents(first_run):
         "relabel",
         "agent-semi-supervised-seed0",
     ]
+
+
+def test_several_sources_are_imported_in_order_into_one_store(tmp_path, first_run):
+    from ssorl_data.io.d4rl_export import export_d4rl_hdf5
+
+    out, report = first_run
+    with TrajectoryStore.open(out / "store") as store:
+        export_d4rl_hdf5(store, tmp_path / "a.hdf5")
+    (tmp_path / "b.hdf5").write_bytes((tmp_path / "a.hdf5").read_bytes())
+    config_file = tmp_path / "two.toml"
+    config_file.write_text('[data]\nsource = ["a.hdf5", "b.hdf5"]\n')
+    config = PipelineConfig.from_toml(config_file)  # paths taken from the config's folder
+    assert config.data["source"] == [str(tmp_path / "a.hdf5"), str(tmp_path / "b.hdf5")]
+    raw = toy_config(train=TOY["train"] | {"modes": ["full"]}).to_dict() | {"data": config.data}
+    both = run(tmp_path / "run", PipelineConfig.from_dict(raw))
+    one = next(s for s in report["stages"] if s["name"] == "data")["result"]
+    data = next(s for s in both["stages"] if s["name"] == "data")["result"]
+    assert (data["n_steps"], data["n_episodes"]) == (2 * one["n_steps"], 2 * one["n_episodes"])
+    with TrajectoryStore.open(tmp_path / "run" / "store") as store:
+        assert len(store.metadata.extra["imports"]) == 2
+
+
+@pytest.mark.parametrize("source", [[], [1], {"a": 1}])
+def test_source_must_be_a_path_or_a_list_of_paths(source):
+    with pytest.raises(PipelineConfigError, match="list of paths"):
+        PipelineConfig.from_dict({"data": {"source": source}})
