@@ -111,8 +111,10 @@ def load_sb3_policy(
     obs_dim, act_dim, kwargs = _architecture(family, state)
     env_name, obs_space, act_space = _env_spaces(env)
     _check_spaces(path, data, obs_dim, act_dim, env_name, obs_space, act_space)
+    activation = _activation(data, family, path)
+    # The learning-rate schedule only feeds an optimizer that is never stepped here.
     policy = _policy_class(family)(
-        obs_space, act_space, lambda _: 0.0, activation_fn=_activation(data, family, path), **kwargs
+        obs_space, act_space, lambda _: 0.0, activation_fn=activation, **kwargs
     )
     try:
         policy.load_state_dict(state, strict=True)
@@ -279,7 +281,7 @@ def _check_spaces(
         )
     saved = _readable(data, "action_space")
     low, high = _printed_array(saved.get("low")), _printed_array(saved.get("high"))
-    if low is None or high is None:
+    if low is None or high is None or not low.shape == high.shape == (act_dim,):
         return
     if not (
         np.allclose(low, act_space.low.ravel(), rtol=1e-5)

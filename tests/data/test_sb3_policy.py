@@ -187,6 +187,21 @@ def test_collect_command_records_the_sb3_policys_actions_and_provenance(saved, t
             )
 
 
+def test_stochastic_collection_samples_and_is_seeded(saved, tmp_path):
+    spec = f"sb3:{saved[0] / 'sac.zip'}"
+    actions = []
+    for run, mode in (("a", "--stochastic"), ("b", "--stochastic"), ("c", "--deterministic")):
+        out = str(tmp_path / run)
+        result = _invoke("Pendulum-v1", "--policy", spec, mode, "--steps", "40", "--out", out)
+        assert result.exit_code == 0, result.output
+        with TrajectoryStore.open(out) as store:
+            recorded = store.metadata.extra["collect"]["policy"]["deterministic"]
+            assert recorded is (mode == "--deterministic")
+            actions.append(store.read_steps("actions", 0, store.n_steps))
+    np.testing.assert_array_equal(actions[0], actions[1])
+    assert not np.array_equal(actions[0], actions[2])
+
+
 @pytest.mark.parametrize(
     ("spec", "expected"),
     [("greedy", "Expected 'random', 'sb3:PATH'"), ("sb3:missing.zip", "missing.zip")],
