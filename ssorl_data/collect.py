@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -39,11 +40,15 @@ def collect(
     seed: int = 0,
     record_actions: bool = True,
     progress: bool = True,
+    policy_description: Mapping[str, Any] | None = None,
 ) -> Path:
     """Collect at least `n_steps` steps of whole episodes into a new store.
 
     Episodes still running when the budget is reached are truncated there. The env
-    id, spaces and seed are recorded in the store's attributes.
+    id, spaces and seed are recorded in the store's attributes, and so is
+    `policy_description` (JSON-able, e.g. `Sb3Policy.description`) as
+    `extra.collect.policy`, so a store says which policy made it; without a policy
+    it is `{"spec": "random"}`.
     """
     envs = gym.make_vec(
         env_id,
@@ -53,7 +58,8 @@ def collect(
     )
     obs_space = as_store_observation_space(envs.single_observation_space)
     act_space = envs.single_action_space
-    policy = policy or random_policy(act_space, seed)
+    if policy is None:
+        policy, policy_description = random_policy(act_space, seed), {"spec": "random"}
     refs = reference_returns(env_id)
     store = TrajectoryStore.create(
         store_path,
@@ -62,7 +68,14 @@ def collect(
         env_id=env_id,
         ref_min_score=refs[0] if refs else None,
         ref_max_score=refs[1] if refs else None,
-        extra={"collect": {"seed": seed, "n_envs": n_envs, "record_actions": record_actions}},
+        extra={
+            "collect": {
+                "seed": seed,
+                "n_envs": n_envs,
+                "record_actions": record_actions,
+                "policy": dict(policy_description) if policy_description else None,
+            }
+        },
     )
     buffers: list[dict[str, list]] = [_empty() for _ in range(n_envs)]
     done: list[EpisodeBatch] = []

@@ -92,5 +92,17 @@ class KernelBuildWarning(UserWarning):
     """The C++ kernels could not be built; ssorl fell back to the numba kernels."""
 
 
+class MissingDependencyError(SsorlError, ImportError):
+    """An optional dependency is not installed; the message names the extra that brings it."""
+
+
+class PolicyNotFoundError(SsorlError, FileNotFoundError):
+    """No saved policy exists at the given path."""
+
+
+class PolicyLoadError(SsorlError, ValueError):
+    """A saved policy cannot be loaded weights-only, or does not fit the env's spaces."""
+
+
 class PipelineConfigError(SsorlError, ValueError):
     """A pipeline config (`ssorl run CONFIG.toml`) has an unknown, missing or invalid key."""

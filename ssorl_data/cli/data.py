@@ -216,9 +216,18 @@ def verify(store, quiet) -> None:
 )
 @click.option(
     "--policy",
+    "policy_spec",
     default="random",
     show_default=True,
-    help="random: uniform actions from the action space.",
+    help="random: uniform actions from the action space. sb3:PATH or sb3:ALGO:PATH: a "
+    "stable-baselines3 model .zip (ALGO: sac, td3, ddpg, ppo or a2c; read from the weights "
+    "when left out).",
+)
+@click.option(
+    "--deterministic/--stochastic",
+    default=True,
+    show_default=True,
+    help="sb3 policies: act with the mean action, or sample it (seeded by --seed).",
 )
 @click.option(
     "--envs",
@@ -232,23 +241,51 @@ def verify(store, quiet) -> None:
 @click.option("--no-actions", is_flag=True, help="Record the episodes action-free.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @fail_on_ssorl_errors
-def collect(env_id, store, steps, policy, n_envs, seed, no_actions, quiet) -> None:
+def collect(
+    env_id, store, steps, policy_spec, deterministic, n_envs, seed, no_actions, quiet
+) -> None:
     """Roll out a policy in ENV_ID and write the episodes into a new store.
 
-    Python API: ssorl_data.collect.collect.
+    \b
+    --policy sb3:PATH loads the .zip that stable-baselines3's model.save() wrote,
+    weights only: no code from the file runs (SB3's own load would unpickle it).
+    Supported are MLP policies of SAC, TD3, DDPG, PPO and A2C trained on ENV_ID's
+    spaces, without gSDE; it needs `pip install "ssorl[collect]"`. VecNormalize
+    statistics are NOT applied: a policy trained behind VecNormalize sees raw
+    observations here and acts badly. The store records the policy file and its
+    sha256 in extra.collect.policy.
+
+    Python API: ssorl_data.collect.collect, ssorl_data.sb3_policy.load_sb3_policy.
     """
     from ssorl_data.collect import collect as collect_episodes
 
-    if policy != "random":
-        raise click.BadParameter(f"Expected 'random'. Got {policy!r}.", param_hint="--policy")
+    policy = None
+    if policy_spec.startswith("sb3:"):
+        import torch
+
+        from ssorl_data.sb3_policy import load_sb3_policy, parse_sb3_spec
+
+        try:
+            algo, path = parse_sb3_spec(policy_spec)
+            policy = load_sb3_policy(path, env_id, algo=algo, deterministic=deterministic)
+        except SsorlError as error:
+            raise click.BadParameter(str(error), param_hint="--policy") from None
+        torch.manual_seed(seed)  # stochastic SB3 actions draw from torch's global RNG
+    elif policy_spec != "random":
+        raise click.BadParameter(
+            f"Expected 'random', 'sb3:PATH' or 'sb3:ALGO:PATH'. Got {policy_spec!r} instead.",
+            param_hint="--policy",
+        )
     collect_episodes(
         env_id,
         store,
         steps,
+        policy,
         n_envs=n_envs,
         seed=seed,
         record_actions=not no_actions,
         progress=not quiet,
+        policy_description=policy.description if policy else None,
     )
     click.echo(f"collected {steps} steps of {env_id} into {store}")
 

@@ -13,6 +13,7 @@ def test_random_rollouts_make_a_valid_store_with_env_and_seed(tmp_path):
         assert store.n_steps == 400
         assert store.env_id == "Hopper-v5"
         assert store.metadata.extra["collect"]["seed"] == 3
+        assert store.metadata.extra["collect"]["policy"] == {"spec": "random"}
         assert store.metadata.ref_max_score == 3234.3
         assert store.episode_table().labelled.all()
         assert verify_store(store).ok
