@@ -36,8 +36,9 @@ SCHEMA = """\
 Keys left out take the defaults shown.
 [data]      source = "PATH" or ["PATH", ...] (D4RL HDF5 / NPZ / Minari, imported in order
             into one store, e.g. medium + expert; relative to the config)
-            or env_id = "Hopper-v5", steps = 20000, policy = "random" | "hopper-balance",
-            seed = 0 (collected; "hopper-balance" mixes random and noisy balancing episodes)
+            or env_id = "Hopper-v5", steps = 20000, policy = "random" | "hopper-balance" |
+            "sb3:PATH" (a stable-baselines3 .zip, weights only), seed = 0 (collected;
+            "hopper-balance" mixes random and noisy balancing episodes)
 [split]     labelled_fraction = 0.1, quantile = 0.5 (labelled episodes drawn from the lowest
             quantile of returns; 1.0: a random split), seed = 0
 [idm]       any IdmTrainConfig field (defaults: `ssorl idm train --help`): max_steps (the
@@ -123,9 +124,9 @@ class PipelineConfig:
                     f"{where}: [data] source must be a path or a non-empty list of paths. "
                     f"Got {raw['data']['source']!r}."
                 )
-        if data["policy"] not in POLICIES:
+        if data["policy"] not in POLICIES and not str(data["policy"]).startswith("sb3:"):
             raise PipelineConfigError(
-                f"{where}: [data] policy must be one of {sorted(POLICIES)!r}. "
+                f"{where}: [data] policy must be one of {sorted(POLICIES)!r} or 'sb3:PATH'. "
                 f"Got {data['policy']!r}."
             )
         if data["policy"] == "hopper-balance" and not str(data.get("env_id")).startswith("Hopper"):
@@ -160,7 +161,20 @@ def read_toml(path: str | Path) -> dict[str, Any]:
         data["source"] = [
             str((path.parent / s).resolve()) if isinstance(s, str) else s for s in _sources(data)
         ]
+    sb3 = _sb3_spec(data)
+    if sb3:  # a policy file, also taken from the config's folder
+        algo, policy = sb3
+        data["policy"] = ":".join(["sb3", *([algo] if algo else []), str(path.parent / policy)])
     return raw | {"data": data}
+
+
+def _sb3_spec(section: dict[str, Any]) -> tuple[str | None, str] | None:
+    """(algorithm or None, path) of a `policy = "sb3:[ALGO:]PATH"`; None for other policies."""
+    if not str(section.get("policy")).startswith("sb3:"):
+        return None
+    from ssorl_data.sb3_policy import parse_sb3_spec  # imports torch: only when needed
+
+    return parse_sb3_spec(section["policy"])
 
 
 def _sources(section: dict[str, Any]) -> list[Any]:
@@ -344,10 +358,12 @@ def run_pipeline(
 
 
 def _source_version(section: dict[str, Any]) -> list[list[int] | None]:
-    """Size and modification time of each imported file or folder, so a changed source reruns
-    (None for a Minari id, which Minari resolves; an empty list when collected)."""
+    """Size and modification time of each imported file or folder (or of the collecting
+    policy's file), so a changed source reruns (None for a Minari id, which Minari resolves)."""
+    sb3 = _sb3_spec(section)
+    files = [sb3[1]] if sb3 else _sources(section)
     versions = []
-    for source in map(Path, _sources(section)):
+    for source in map(Path, files):
         info = source.stat() if source.exists() else None
         versions.append(info and [info.st_size, info.st_mtime_ns])
     return versions
@@ -382,10 +398,16 @@ def _data(section: dict[str, Any], store: Path, progress: bool) -> dict[str, Any
 
         from ssorl_data.collect import collect
 
-        seed = int(section["seed"])
-        env = gym.make(section["env_id"])
-        policy = POLICIES[section["policy"]](env.action_space, seed)
-        env.close()
+        seed, spec, sb3 = int(section["seed"]), section["policy"], _sb3_spec(section)
+        if sb3:
+            from ssorl_data.sb3_policy import load_sb3_policy
+
+            policy = load_sb3_policy(sb3[1], section["env_id"], algo=sb3[0])
+            description = policy.description
+        else:
+            env = gym.make(section["env_id"])
+            policy, description = POLICIES[spec](env.action_space, seed), {"spec": spec}
+            env.close()
         collect(
             section["env_id"],
             store,
@@ -393,6 +415,7 @@ def _data(section: dict[str, Any], store: Path, progress: bool) -> dict[str, Any
             policy,
             seed=seed,
             progress=progress,
+            policy_description=description,
         )
     with TrajectoryStore.open(store) as opened:
         table = opened.episode_table()

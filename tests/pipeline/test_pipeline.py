@@ -6,6 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -213,3 +214,24 @@ def test_several_sources_are_imported_in_order_into_one_store(tmp_path, first_ru
 def test_source_must_be_a_path_or_a_list_of_paths(source):
     with pytest.raises(PipelineConfigError, match="list of paths"):
         PipelineConfig.from_dict({"data": {"source": source}})
+
+
+def test_collects_with_an_sb3_policy_file_beside_the_config(tmp_path):
+    sb3 = pytest.importorskip("stable_baselines3")
+    model = sb3.TD3("MlpPolicy", "Pendulum-v1", policy_kwargs={"net_arch": [8]}, seed=0)
+    model.save(tmp_path / "td3.zip")
+    config_file = tmp_path / "sb3.toml"
+    config_file.write_text('[data]\nenv_id = "Pendulum-v1"\npolicy = "sb3:td3.zip"\n')
+    config = PipelineConfig.from_toml(config_file)
+    assert config.data["policy"] == f"sb3:{tmp_path / 'td3.zip'}"
+    raw = toy_config(train=TOY["train"] | {"modes": ["full"]}).to_dict()
+    raw["data"] = config.data | {"steps": 1200}  # six 200-step episodes
+    raw["split"] = {"labelled_fraction": 0.5}  # an IDM needs two visible episodes
+    report = run(tmp_path / "run", PipelineConfig.from_dict(raw))
+    assert statuses(report)["data"] == "ran"
+    with TrajectoryStore.open(tmp_path / "run" / "store") as store:
+        recorded = store.metadata.extra["collect"]["policy"]
+        assert recorded["spec"].startswith("sb3:") and len(recorded["sha256"]) == 64
+        episode = store.episode(0)
+    expected, _ = model.predict(episode.observations[:-1], deterministic=True)
+    np.testing.assert_allclose(episode.actions, expected, atol=1e-5)
