@@ -100,17 +100,40 @@ def train_table(result: dict) -> str:
     )
 
 
+def headline_table(result: dict) -> str:
+    """Modes side by side per (env, dataset, algo): score mean ± std over the seeds that ran."""
+    from ssorl_train.sweep import summary_table
+
+    groups = ("env", "dataset", "algo", "grad_steps")
+    table = summary_table(result["rows"], by=(*groups, "mode"))
+    pivot: dict[tuple, dict] = {}
+    for row in table:
+        entry = pivot.setdefault(
+            tuple(row[k] for k in groups), dict(zip(groups, [row[k] for k in groups], strict=True))
+        )
+        entry[row["mode"]] = (
+            f"{row['score_mean']:.1f} ± {row['score_std']:.1f} ({len(row['seeds'])})"
+        )
+    modes = ("full", "semi-supervised", "labelled-only")
+    columns = [("env", "env", ""), ("dataset", "dataset", ""), ("algo", "algo", ""),
+               ("grad_steps", "gradient steps", ",")]  # fmt: skip
+    columns += [(mode, f"{mode} (seeds)", "") for mode in modes]
+    return _markdown(list(pivot.values()), columns)
+
+
 RENDERERS = {
     "store": store_tables,
     "relabel": relabel_table,
     "kernels": kernels_table,
     "train": train_table,
+    "ss_headline": headline_table,
 }
 
 
 def render(name: str) -> str:
     result = json.loads((RESULTS / f"{name}.json").read_text())
-    command = result.get("command", f"python -m benchmarks.bench_{name}")
+    settings = result.get("settings", {})
+    command = result.get("command") or settings.get("command", f"python -m benchmarks.bench_{name}")
     return f"{RENDERERS[name](result)}\n\nCommand: `{command}`"
 
 

@@ -176,7 +176,11 @@ def _run_cell(
     with open(out / "log.txt", "a") as log:
         try:
             report = run_pipeline(
-                cell.config, out, device=device, progress=False, echo=lambda m: print(m, file=log)
+                cell.config,
+                out,
+                device=device,
+                progress=False,
+                echo=lambda m: print(m, file=log, flush=True),
             )
         except Exception as error:  # reported per cell; the sweep goes on
             (out / "error.txt").write_text(traceback.format_exc())
@@ -212,10 +216,10 @@ def summary_table(rows: list[dict[str, Any]], by: tuple[str, ...]) -> list[dict[
     for key, members in groups.items():
         scores = [r["normalized_score"] for r in members if r["normalized_score"] is not None]
         table.append(
-            dict(zip(by, key, strict=True))
+            {"grad_steps": sorted({r["grad_steps"] for r in members})}  # unless grouped by
+            | dict(zip(by, key, strict=True))
             | {
                 "seeds": sorted(r["seed"] for r in members),
-                "grad_steps": sorted({r["grad_steps"] for r in members}),
                 "score_mean": float(np.mean(scores)) if scores else None,
                 "score_std": float(np.std(scores)) if scores else None,
             }
