@@ -10,7 +10,9 @@ pipeline: split, IDM and agents.
 
 Writes benchmarks/results/ss_headline.json after every finished cell:
 {"settings": ..., "rows": [{"env", "dataset", "algo", "mode", "seed", "grad_steps",
-"normalized_score"}, ...]}, one row per finished agent (never an unfinished one).
+"normalized_score"}, ...], "idm": [...]}, one row per finished agent (never an
+unfinished one), and per cell how well its IDM recovered the hidden actions (MSE
+over their variance: 1.0 is no better than predicting their mean).
 Resumable: rerun the same command; finished stages are skipped and interrupted
 agents continue from their checkpoints under --runs. Cells run seed by seed, so
 an interrupted run leaves whole seeds of every dataset rather than all seeds of one.
@@ -39,6 +41,7 @@ DATASETS = {  # name -> corpus files imported in order into one store
 }
 ENVS = ("Hopper-v5", "HalfCheetah-v5")
 ALGOS = {"medium-replay": ["td3bc", "dt"], "medium-expert": ["td3bc"]}
+IDM_KEYS = ("env", "dataset", "algo", "seed")
 ROW_KEYS = ("env", "dataset", "algo", "mode", "seed", "grad_steps", "normalized_score")
 # The IDM that measured best per CPU-second on Hopper medium-replay (hidden MSE 0.056 vs
 # 0.060 for the 1024x1024 default, in 10 s instead of 20 min), early-stopped.
@@ -79,9 +82,26 @@ def cells(
     return sorted(found, key=lambda c: c.labels["seed"])  # stable: env, dataset order kept
 
 
-def _write(path: Path, settings: dict[str, Any], rows: list[dict[str, Any]]) -> None:
+def idm_row(result: CellResult) -> dict[str, Any]:
+    """The cell's IDM on the hidden actions: relative MSE overall, inside the labelled return
+    quantile and outside it, and its training time."""
+    stage = next(s for s in result.report["stages"] if s["name"] == "idm")["result"]
+    metrics = stage["metrics"]
+    row = {k: result.cell.labels[k] for k in IDM_KEYS}
+    for part in ("hidden", "hidden_inside", "hidden_outside"):
+        row[f"{part}_relative_mse"] = metrics[f"{part}_mse"] / metrics[f"{part}_action_variance"]
+    return row | {"hidden_steps": metrics["hidden_n_steps"], "train_seconds": stage["seconds"]}
+
+
+def merge(old: list[dict], new: list[dict], keys: tuple[str, ...]) -> list[dict]:
+    """`old` rows that `new` does not replace (same values at `keys`), then `new`."""
+    replaced = {tuple(row[k] for k in keys) for row in new}
+    return [row for row in old if tuple(row[k] for k in keys) not in replaced] + new
+
+
+def _write(path: Path, result: dict[str, Any]) -> None:
     tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps({"settings": settings, "rows": rows}, indent=1))
+    tmp.write_text(json.dumps(result, indent=1))
     os.replace(tmp, path)
 
 
@@ -121,16 +141,21 @@ def main(
         "threads_per_cell": 1,
     }
     out.parent.mkdir(parents=True, exist_ok=True)
-    previous = json.loads(out.read_text())["rows"] if out.exists() else []
-    finished: dict[str, list[dict[str, Any]]] = {}
+    previous = json.loads(out.read_text()) if out.exists() else {}
+    finished: dict[str, CellResult] = {}
 
     def save(result: CellResult) -> None:
         """Rows of every cell finished so far, this run's replacing the file's own."""
-        finished[result.cell.name] = [{k: row[k] for k in ROW_KEYS} for row in sweep_rows([result])]
-        ran = [row for rows in finished.values() for row in rows]
-        keys = {tuple(row[k] for k in ROW_KEYS[:6]) for row in ran}
-        kept = [r for r in previous if tuple(r[k] for k in ROW_KEYS[:6]) not in keys]
-        _write(out, settings, kept + ran)
+        if result.report is None:
+            return
+        finished[result.cell.name] = result
+        rows = [{k: r[k] for k in ROW_KEYS} for r in sweep_rows(finished.values())]
+        idm = [idm_row(r) for r in finished.values()]
+        _write(out, {
+            "settings": settings,
+            "rows": merge(previous.get("rows", []), rows, ROW_KEYS[:6]),
+            "idm": merge(previous.get("idm", []), idm, IDM_KEYS),
+        })  # fmt: skip
 
     click.echo(f"{len(todo)} cells, {jobs} at a time; logs under {runs}/cells/")
     results = run_cells(todo, runs, jobs=jobs, threads=1, echo=click.echo, on_done=save)

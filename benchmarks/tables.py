@@ -118,7 +118,31 @@ def headline_table(result: dict) -> str:
     columns = [("env", "env", ""), ("dataset", "dataset", ""), ("algo", "algo", ""),
                ("grad_steps", "gradient steps", ",")]  # fmt: skip
     columns += [(mode, f"{mode} (seeds)", "") for mode in modes]
-    return _markdown(list(pivot.values()), columns)
+    scores = _markdown(list(pivot.values()), columns)
+    if not result.get("idm"):
+        return scores
+    return f"{scores}\n\n{idm_table(result['idm'])}"
+
+
+def idm_table(rows: list[dict]) -> str:
+    """The IDMs' relative MSE on hidden actions per (env, dataset), averaged over cells."""
+    import numpy as np
+
+    groups: dict[tuple, list[dict]] = {}
+    for row in rows:
+        groups.setdefault((row["env"], row["dataset"]), []).append(row)
+    parts = ("hidden", "hidden_inside", "hidden_outside")
+    table = [
+        {"env": env, "dataset": dataset, "cells": len(members)}
+        | {p: float(np.mean([m[f"{p}_relative_mse"] for m in members])) for p in parts}
+        | {"seconds": float(np.mean([m["train_seconds"] for m in members]))}
+        for (env, dataset), members in groups.items()
+    ]
+    title = "IDM error on the hidden actions (MSE / their variance; mean over cells):"
+    columns = [("env", "env", ""), ("dataset", "dataset", ""), ("cells", "cells", ""),
+               ("hidden", "all hidden", ".3f"), ("hidden_inside", "lowest 50% of returns", ".3f"),
+               ("hidden_outside", "the rest", ".3f"), ("seconds", "train s", ".0f")]  # fmt: skip
+    return f"{title}\n\n{_markdown(table, columns)}"
 
 
 RENDERERS = {

@@ -54,3 +54,15 @@ def test_table_puts_modes_side_by_side_with_mean_std_and_seed_count():
         == "| Hopper-v5 | medium-replay | td3bc | 20,000 | 15.0 ± 5.0 (2) | 12.0 ± 0.0 (1) | - |"
     )
     assert lines[3] == "| Hopper-v5 | medium-replay | td3bc | 5 | 99.0 ± 0.0 (1) | - | - |"
+
+
+def test_idm_table_averages_relative_errors_per_dataset():
+    from benchmarks.tables import idm_table
+
+    def row(seed, error):
+        return {"env": "Hopper-v5", "dataset": "medium-expert", "algo": "td3bc", "seed": seed,
+                "hidden_relative_mse": error, "hidden_inside_relative_mse": error / 2,
+                "hidden_outside_relative_mse": error * 2, "train_seconds": 10.0 * seed}  # fmt: skip
+
+    line = idm_table([row(1, 0.1), row(2, 0.3)]).splitlines()[-1]
+    assert line == "| Hopper-v5 | medium-expert | 2 | 0.200 | 0.100 | 0.400 | 15 |"
