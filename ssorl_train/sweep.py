@@ -100,8 +100,13 @@ class SweepConfig:
         return config
 
     def cells(self, where: str = "config") -> list[Cell]:
-        """Every combination of the grid's values, in the order of GRID_KEYS."""
+        """Every combination of the grid's values, in the order of GRID_KEYS.
+
+        A `full` agent ignores the split, so only the cells of the first (labelled
+        fraction, quantile) train it; a cell left with no mode is dropped.
+        """
         cells = []
+        first_split = (self.sweep["labelled_fraction"][0], self.sweep["quantile"][0])
         grid = itertools.product(*(self.sweep[key] for key in GRID_KEYS))
         for fraction, quantile, algo, seed in grid:
             raw = {section: dict(values) for section, values in self.base.items()}
@@ -113,6 +118,11 @@ class SweepConfig:
             raw["idm"] = raw.get("idm", {}) | {"seed": seed}
             raw["train"] = raw.get("train", {}) | self.sweep["train"].get(algo, {}) | {"algo": algo}
             raw["train"]["seeds"] = [seed]
+            if (fraction, quantile) != first_split:
+                modes = raw["train"].get("modes", DEFAULTS["train"]["modes"])
+                raw["train"]["modes"] = [mode for mode in modes if mode != "full"]
+                if not raw["train"]["modes"]:
+                    continue
             name = f"{algo}-lf{fraction:g}-q{quantile:g}-seed{seed}"
             labels = {"labelled_fraction": fraction, "quantile": quantile, "algo": algo}
             labels["seed"] = seed
@@ -189,14 +199,18 @@ def _run_cell(
 
 
 def sweep_rows(results: Iterable[CellResult]) -> list[dict[str, Any]]:
-    """One row per finished agent: the cell's labels, mode, steps and score."""
+    """One row per finished agent: the cell's labels (no split for `full`), mode, steps and
+    score."""
     rows = []
     for result in results:
         if result.report is None:
             continue
         for agent in result.report["agents"].values():
+            labels = dict(result.cell.labels)
+            if agent["mode"] == "full":  # trained on every action, whatever the split
+                labels |= {"labelled_fraction": None, "quantile": None}
             rows.append(
-                result.cell.labels
+                labels
                 | {
                     "mode": agent["mode"],
                     "grad_steps": agent["steps"],
@@ -238,7 +252,8 @@ def markdown_summary(table: list[dict[str, Any]], by: tuple[str, ...]) -> str:
         if row["score_mean"] is not None:
             score = f"{row['score_mean']:.1f} ± {row['score_std']:.1f}"
         steps = ", ".join(map(str, row["grad_steps"]))
-        cells = [str(row[k]) for k in by] + [score, str(len(row["seeds"])), steps]
+        cells = ["-" if row[k] is None else str(row[k]) for k in by]
+        cells += [score, str(len(row["seeds"])), steps]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

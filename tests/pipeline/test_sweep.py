@@ -40,15 +40,23 @@ def swept(tmp_path_factory) -> tuple[Path, dict]:
 def test_every_cell_runs_and_the_table_pools_seeds(swept):
     out, summary = swept
     assert summary["failed"] == {}
-    assert len(summary["rows"]) == 4 * 3  # cells x modes
-    cells = {(r["quantile"], r["seed"]) for r in summary["rows"]}
+    rows = summary["rows"]
+    assert len(rows) == 2 * 3 + 2 * 2  # full agents only in the first quantile's cells
+    cells = {(r["quantile"], r["seed"]) for r in rows if r["mode"] != "full"}
     assert cells == {(0.5, 0), (0.5, 1), (1.0, 0), (1.0, 1)}
-    assert all(r["grad_steps"] == TOY["train"]["steps"] for r in summary["rows"])
+    full = [r for r in rows if r["mode"] == "full"]
+    assert [(r["labelled_fraction"], r["quantile"], r["seed"]) for r in full] == [
+        (None, None, 0),
+        (None, None, 1),
+    ]
+    assert all(r["grad_steps"] == TOY["train"]["steps"] for r in rows)
     table = summary["table"]
-    assert len(table) == 2 * 3  # quantiles x modes
+    assert len(table) == 1 + 2 * 2  # full, then quantiles x the two split modes
     assert all(row["seeds"] == [0, 1] and row["score_mean"] is not None for row in table)
     assert json.loads((out / "sweep.json").read_text()) == summary
-    assert "| td3bc | 0.3 | 0.5 | semi-supervised |" in (out / "sweep.md").read_text()
+    markdown = (out / "sweep.md").read_text()
+    assert "| td3bc | - | - | full |" in markdown
+    assert "| td3bc | 0.3 | 0.5 | semi-supervised |" in markdown
 
 
 def test_a_seed_seeds_the_split_the_idm_and_the_agents(swept):
@@ -146,4 +154,13 @@ def test_example_sweep_config_is_valid():
     example = Path(__file__).parents[2] / "examples" / "sweep.toml"
     cells = SweepConfig.from_toml(example).cells()
     assert len(cells) == 3 * 2 * 2 * 3
+    with_full = {(c.labels["labelled_fraction"], c.labels["quantile"])
+                 for c in cells if "full" in c.config.train["modes"]}  # fmt: skip
+    assert with_full == {(0.05, 0.5)}
     assert {c.config.train["steps"] for c in cells if c.labels["algo"] == "iql"} == {3000}
+
+
+def test_cells_left_without_a_mode_are_dropped():
+    raw = BASE | {"train": TOY["train"] | {"modes": ["full"]}}
+    cells = SweepConfig.from_dict(raw | {"sweep": {"quantile": [0.5, 1.0]}}).cells()
+    assert [c.name for c in cells] == ["td3bc-lf0.3-q0.5-seed0"]
