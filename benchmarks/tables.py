@@ -118,7 +118,7 @@ def headline_table(result: dict) -> str:
     columns = [("env", "env", ""), ("dataset", "dataset", ""), ("algo", "algo", ""),
                ("grad_steps", "gradient steps", ",")]  # fmt: skip
     columns += [(mode, f"{mode} (seeds)", "") for mode in modes]
-    scores = _markdown(list(pivot.values()), columns)
+    scores = _markdown([pivot[key] for key in sorted(pivot)], columns)
     if not result.get("idm"):
         return scores
     return f"{scores}\n\n{idm_table(result['idm'])}"
@@ -136,7 +136,7 @@ def idm_table(rows: list[dict]) -> str:
         {"env": env, "dataset": dataset, "cells": len(members)}
         | {p: float(np.mean([m[f"{p}_relative_mse"] for m in members])) for p in parts}
         | {"seconds": float(np.mean([m["train_seconds"] for m in members]))}
-        for (env, dataset), members in groups.items()
+        for (env, dataset), members in sorted(groups.items())
     ]
     title = "IDM error on the hidden actions (MSE / their variance; mean over cells):"
     columns = [("env", "env", ""), ("dataset", "dataset", ""), ("cells", "cells", ""),

@@ -50,10 +50,10 @@ def test_table_puts_modes_side_by_side_with_mean_std_and_seed_count():
             row("full", 0, 99.0, steps=5)]  # fmt: skip
     lines = headline_table({"rows": rows}).splitlines()
     assert (
-        lines[2]
+        lines[3]
         == "| Hopper-v5 | medium-replay | td3bc | 20,000 | 15.0 ± 5.0 (2) | 12.0 ± 0.0 (1) | - |"
     )
-    assert lines[3] == "| Hopper-v5 | medium-replay | td3bc | 5 | 99.0 ± 0.0 (1) | - | - |"
+    assert lines[2] == "| Hopper-v5 | medium-replay | td3bc | 5 | 99.0 ± 0.0 (1) | - | - |"
 
 
 def test_idm_table_averages_relative_errors_per_dataset():
