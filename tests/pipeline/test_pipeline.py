@@ -16,6 +16,8 @@ from ssorl_data.store import TrajectoryStore
 from ssorl_train import loop
 from ssorl_train.pipeline import PipelineConfig, run_pipeline, tomllib
 
+from .toml_text import toml_text
+
 EXAMPLE = Path(__file__).parents[2] / "examples" / "pipeline.toml"
 TOY = {  # the example config, shrunk so that every stage runs in seconds
     "data": {"steps": 800},
@@ -111,14 +113,7 @@ def test_killed_agent_resumes_from_its_checkpoint(first_run, monkeypatch):
 def test_cli_runs_the_example_schema_and_prints_the_comparison(first_run):
     out, _ = first_run
     config = out.parent / "toy.toml"
-    lines = ["[data]", 'env_id = "Hopper-v5"', "steps = 800", 'policy = "hopper-balance"',
-             "[split]", "labelled_fraction = 0.3",
-             "[idm]", "max_steps = 10", "hidden = [16]", "members = 2", "batch_size = 32",
-             "eval_every = 5",
-             "[train]", 'modes = ["full", "semi-supervised", "labelled-only"]', "steps = 12",
-             "log_every = 5", "overrides = { batch_size = 16, hidden_dim = 16 }",
-             "[eval]", "episodes = 1", "every = 5"]  # fmt: skip
-    config.write_text("\n".join(lines) + "\n")
+    config.write_text(toml_text(toy_config(train=TOY["train"] | {"steps": 12}).to_dict()))
     result = CliRunner().invoke(cli, ["run", str(config), "--out", str(out), "--quiet"])
     assert result.exit_code == 0, result.output
     assert "[data] skipped" in result.output and "| semi-supervised |" in result.output

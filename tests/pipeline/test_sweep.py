@@ -15,6 +15,7 @@ from ssorl_train.pipeline import SPLIT_NAME, PipelineConfig
 from ssorl_train.sweep import SweepConfig, run_sweep
 
 from .test_pipeline import TOY
+from .toml_text import toml_text
 
 BASE = {
     "data": {"env_id": "Hopper-v5", "steps": 800, "policy": "hopper-balance"},
@@ -88,15 +89,7 @@ def test_second_sweep_skips_every_finished_stage(swept):
 def test_cli_resumes_the_sweep_and_prints_the_table(swept):
     out, summary = swept
     config = out.parent / "sweep.toml"
-    lines = ["[data]", 'env_id = "Hopper-v5"', "steps = 800", 'policy = "hopper-balance"',
-             "[split]", "labelled_fraction = 0.3",
-             "[idm]", "max_steps = 10", "hidden = [16]", "members = 2", "batch_size = 32",
-             "eval_every = 5",
-             "[train]", "steps = 10", "log_every = 5",
-             "overrides = { batch_size = 16, hidden_dim = 16 }",
-             "[eval]", "episodes = 1",
-             "[sweep]", "quantile = [0.5, 1.0]", "seeds = [0, 1]", "jobs = 2"]  # fmt: skip
-    config.write_text("\n".join(lines) + "\n")
+    config.write_text(toml_text(BASE | {"sweep": GRID}))
     result = CliRunner().invoke(cli, ["run", str(config), "--sweep", "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert "[sweep] 4 cells, 2 at a time" in result.output
