@@ -15,7 +15,7 @@ import json
 import os
 import traceback
 from collections.abc import Callable, Iterable
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
@@ -156,19 +156,32 @@ def run_cells(
     cells = list(cells)
     out = Path(out)
     results: dict[str, CellResult] = {}
+    waiting = iter(cells)
+    running: dict[Future, Cell] = {}
     context = get_context("spawn")  # fork would copy torch's thread pools and locks
     with ProcessPoolExecutor(jobs, mp_context=context) as pool:
-        futures = {
-            pool.submit(_run_cell, cell, out / "cells" / cell.name, threads, device): cell
-            for cell in cells
-        }
-        for future in as_completed(futures):
-            cell = futures[future]
-            report, error = future.result()
-            results[cell.name] = CellResult(cell, report, error)
-            if on_done is not None:
-                on_done(results[cell.name])
-            echo(f"[sweep] {cell.name}: " + ("done" if error is None else f"FAILED ({error})"))
+
+        def start_next() -> None:
+            """Submit one cell at a time as workers free up, so that after Ctrl-C (or any
+            error here) no queued cell starts: leaving the pool waits for running ones only."""
+            cell = next(waiting, None)
+            if cell is not None:
+                running[
+                    pool.submit(_run_cell, cell, out / "cells" / cell.name, threads, device)
+                ] = cell
+
+        for _ in range(jobs):
+            start_next()
+        while running:
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in finished:
+                cell = running.pop(future)
+                report, error = future.result()
+                results[cell.name] = CellResult(cell, report, error)
+                if on_done is not None:
+                    on_done(results[cell.name])
+                echo(f"[sweep] {cell.name}: " + ("done" if error is None else f"FAILED ({error})"))
+                start_next()
     return [results[cell.name] for cell in cells]
 
 

@@ -12,7 +12,7 @@ from ssorl_data.cli.main import cli
 from ssorl_data.errors import PipelineConfigError, SsorlError
 from ssorl_data.store import TrajectoryStore
 from ssorl_train.pipeline import SPLIT_NAME, PipelineConfig
-from ssorl_train.sweep import SweepConfig, run_sweep
+from ssorl_train.sweep import SweepConfig, run_cells, run_sweep
 
 from .test_pipeline import TOY
 from .toml_text import toml_text
@@ -97,6 +97,17 @@ def test_cli_resumes_the_sweep_and_prints_the_table(swept):
     for cell in (out / "cells").iterdir():
         assert stage_statuses(cell) == {"skipped"}
     assert json.loads((out / "sweep.json").read_text())["rows"] == summary["rows"]
+
+
+def test_an_interrupted_sweep_starts_no_more_cells(tmp_path):
+    cells = SweepConfig.from_dict(BASE | {"sweep": {"seeds": [0, 1, 2, 3]}}).cells()
+
+    def interrupt(result):
+        raise KeyboardInterrupt  # as Ctrl-C reaches the sweep's process
+
+    with pytest.raises(KeyboardInterrupt):
+        run_cells(cells, tmp_path, jobs=1, echo=lambda _: None, on_done=interrupt)
+    assert [path.name for path in (tmp_path / "cells").iterdir()] == [cells[0].name]
 
 
 def test_a_failing_cell_is_reported_and_the_others_finish(tmp_path, swept):
