@@ -30,8 +30,8 @@ def idm() -> None:
 @click.option("--lr", type=float, default=1e-4, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=1024, show_default=True)
 @click.option("--max-steps", type=click.IntRange(min=1), default=2000, show_default=True,
-              help="Gradient-step budget; the defaults take about 10 minutes on an idle 2-core "
-                   "CPU (early stopping may end sooner).")  # fmt: skip
+              help="Gradient-step budget; the defaults take about 4 minutes with one CPU "
+                   "thread (early stopping may end sooner).")  # fmt: skip
 @click.option("--eval-every", type=click.IntRange(min=1), default=100, show_default=True)
 @click.option("--patience", type=click.IntRange(min=1), default=5, show_default=True,
               help="Evaluations without validation improvement before stopping.")  # fmt: skip
