@@ -102,7 +102,3 @@ class PolicyNotFoundError(SsorlError, FileNotFoundError):
 
 class PolicyLoadError(SsorlError, ValueError):
     """A saved policy cannot be loaded weights-only, or does not fit the env's spaces."""
-
-
-class PipelineConfigError(SsorlError, ValueError):
-    """A pipeline config (`ssorl run CONFIG.toml`) has an unknown, missing or invalid key."""

@@ -30,3 +30,12 @@ class UnknownAlgorithmError(SsorlError, KeyError):
 
     def __str__(self) -> str:  # KeyError would quote the whole message
         return str(self.args[0])
+
+
+class PipelineConfigError(SsorlError, ValueError):
+    """A pipeline config (`ssorl run CONFIG.toml`) has an unknown, missing or invalid key."""
+
+
+class AlgorithmConfigError(SsorlError, ValueError):
+    """An algorithm config field (`--set KEY=VALUE`, `[train] overrides`) is unknown or its
+    value does not parse."""

@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 
 from ssorl_data import layout
-from ssorl_data.errors import PipelineConfigError
 from ssorl_data.names import check_name
+from ssorl_train.errors import PipelineConfigError
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from ssorl_data.errors import PipelineConfigError
+from ssorl_train.errors import PipelineConfigError
 from ssorl_train.pipeline import DEFAULTS, PipelineConfig, read_toml
 
 SWEEP_SCHEMA = """\

@@ -11,9 +11,10 @@ import pytest
 from click.testing import CliRunner
 
 from ssorl_data.cli.main import cli
-from ssorl_data.errors import InvalidNameError, PipelineConfigError
+from ssorl_data.errors import InvalidNameError
 from ssorl_data.store import TrajectoryStore
 from ssorl_train import loop
+from ssorl_train.errors import PipelineConfigError
 from ssorl_train.pipeline import PipelineConfig, run_pipeline, tomllib
 
 from .toml_text import toml_text
