@@ -14,6 +14,7 @@ from ssorl_data.reference_scores import reference_returns as d4rl_reference_retu
 from ssorl_train.algos import Algorithm, make_algorithm, make_config
 from ssorl_train.checkpoint import load_checkpoint
 from ssorl_train.common import Normalizer, select_device
+from ssorl_train.errors import CheckpointError
 
 
 def reference_returns(
@@ -106,7 +107,10 @@ def evaluate_checkpoint(
     algorithm, normalizer, meta = load_policy(checkpoint, device)
     env_id = env_id or meta.get("env_id")
     if not env_id:
-        raise ValueError(f"Expected --env: the checkpoint {str(checkpoint)!r} names no env id.")
+        raise CheckpointError(
+            f"Expected an env id: the checkpoint {str(checkpoint)!r} names none. "
+            "Pass --env-id (Python: env_id=)."
+        )
     reference = None
     if env_id == meta.get("env_id"):
         reference = reference_returns(env_id, meta.get("ref_min_score"), meta.get("ref_max_score"))

@@ -1,1 +1,3 @@
-"""The `ssorl` command line: thin wrappers over documented Python functions."""
+"""The data-side commands of `ssorl` (`data`, `doctor`, `idm`, `relabel`) and the error
+boundary that every command shares; the root command lives in `ssorl_train.cli.main`.
+Each command is a thin wrapper over a documented Python function."""

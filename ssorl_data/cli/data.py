@@ -11,20 +11,6 @@ import click
 from ssorl_data.errors import SsorlError
 
 
-def fail_on_ssorl_errors(function):
-    """Turn our errors into a one-line CLI error (exit 1) instead of a traceback."""
-    import functools
-
-    @functools.wraps(function)
-    def wrapper(*args, **kwargs):
-        try:
-            return function(*args, **kwargs)
-        except SsorlError as error:
-            raise click.ClickException(str(error)) from None
-
-    return wrapper
-
-
 @click.group()
 def data() -> None:
     """Create, inspect, export and check trajectory stores."""
@@ -58,7 +44,6 @@ def data() -> None:
     help="Blosc codec for every array.",
 )
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-@fail_on_ssorl_errors
 def import_command(source, store, fmt, append, env_id, chunk_steps, compression, quiet) -> None:
     """Import SOURCE (D4RL HDF5, NPZ, or Minari dataset) into the store at STORE.
 
@@ -92,7 +77,6 @@ def import_command(source, store, fmt, append, env_id, chunk_steps, compression,
     type=click.Path(path_type=Path),
     help="Write return histograms of labelled vs action-free episodes to this PNG.",
 )
-@fail_on_ssorl_errors
 def info(store, as_json, plot) -> None:
     """Episodes, steps, labelled fraction, and return/length statistics of STORE.
 
@@ -159,7 +143,6 @@ def _info_table(s: dict) -> str:
     help="Directory of Minari datasets (default: MINARI_DATASETS_PATH or ~/.minari).",
 )
 @click.option("--overwrite", is_flag=True, help="Replace an existing HDF5 file.")
-@fail_on_ssorl_errors
 def export(store, destination, fmt, minari_root, overwrite) -> None:
     """Export STORE to a D4RL-layout HDF5 file or a Minari dataset.
 
@@ -183,7 +166,6 @@ def export(store, destination, fmt, minari_root, overwrite) -> None:
 @data.command()
 @click.argument("store", type=click.Path(path_type=Path))
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-@fail_on_ssorl_errors
 def verify(store, quiet) -> None:
     """Check every invariant of STORE; list each violation and exit 1 if there is any.
 
@@ -240,7 +222,6 @@ def verify(store, quiet) -> None:
 @click.option("--seed", type=int, default=0, show_default=True, help="Seeds envs and policy.")
 @click.option("--no-actions", is_flag=True, help="Record the episodes action-free.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-@fail_on_ssorl_errors
 def collect(
     env_id, store, steps, policy_spec, deterministic, n_envs, seed, no_actions, quiet
 ) -> None:
@@ -311,7 +292,6 @@ def collect(
     help="Explicit visible episodes: a JSON list or a text file of indices.",
 )
 @click.option("--overwrite", is_flag=True, help="Replace an existing split of that name.")
-@fail_on_ssorl_errors
 def split(store, name, labelled_fraction, quantile, seed, episodes_file, overwrite) -> None:
     """Mark which episodes of STORE keep visible actions (no recorded action is removed).
 
@@ -347,7 +327,6 @@ def split(store, name, labelled_fraction, quantile, seed, episodes_file, overwri
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="Episode indices whose actions to drop: a JSON list or integers one per line.",
 )
-@fail_on_ssorl_errors
 def drop_actions(store: Path, out: Path, episodes_file: Path) -> None:
     """Copy STORE to a new store OUT without the recorded actions of the listed episodes.
 

@@ -7,8 +7,6 @@ from pathlib import Path
 
 import click
 
-from ssorl_data.cli.data import fail_on_ssorl_errors
-
 
 @click.group()
 def idm() -> None:
@@ -38,7 +36,6 @@ def idm() -> None:
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default="cpu", show_default=True, help="torch device, e.g. cuda.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-@fail_on_ssorl_errors
 def train(store, split, out, k, hidden, members, dropout, shared_trunk, lr, batch_size,
           max_steps, eval_every, patience, seed, device, quiet) -> None:  # fmt: skip
     """Train an IDM ensemble on the visible episodes of SPLIT in STORE; write it to OUT.
@@ -69,7 +66,6 @@ def train(store, split, out, k, hidden, members, dropout, shared_trunk, lr, batc
 @click.option("--split", help="Split whose hidden episodes to score (default: the IDM's).")
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-@fail_on_ssorl_errors
 def eval_command(store, idm_dir, split, device, as_json) -> None:
     """NLL, action MSE and uncertainty of the IDM on held-out and hidden episodes of STORE.
 

@@ -6,8 +6,6 @@ from pathlib import Path
 
 import click
 
-from ssorl_data.cli.data import fail_on_ssorl_errors
-
 
 @click.command()
 @click.argument("store", type=click.Path(path_type=Path))
@@ -22,7 +20,6 @@ from ssorl_data.cli.data import fail_on_ssorl_errors
 @click.option("--workers", type=click.IntRange(min=1),
               help="Run on a local dask.distributed cluster of N worker processes.")  # fmt: skip
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-@fail_on_ssorl_errors
 def relabel(store, idm_dir, name, split, overwrite, batch_size, device, dask_address, workers,
             quiet) -> None:  # fmt: skip
     """Write proxy actions and uncertainty for every step of STORE to relabels/NAME.

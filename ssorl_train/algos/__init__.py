@@ -12,7 +12,7 @@ from ssorl_train.algos.cql import CQL, CQLConfig
 from ssorl_train.algos.dt import DecisionTransformer, DTConfig
 from ssorl_train.algos.iql import IQL, IQLConfig
 from ssorl_train.algos.td3bc import TD3BC, TD3BCConfig
-from ssorl_train.errors import UnknownAlgorithmError
+from ssorl_train.errors import AlgorithmConfigError, UnknownAlgorithmError
 
 ALGORITHMS: dict[str, tuple[type, type[Algorithm]]] = {
     "td3bc": (TD3BCConfig, TD3BC),
@@ -48,21 +48,26 @@ def make_config(name: str, overrides: dict[str, Any] | None = None) -> Any:
     values: dict[str, Any] = {}
     for key, value in (overrides or {}).items():
         if key not in known:
-            raise ValueError(
+            raise AlgorithmConfigError(
                 f"Expected a field of {config_cls.__name__} in {sorted(known)!r}. Got {key!r}."
             )
-        values[key] = _parse(value, known[key].default) if isinstance(value, str) else value
+        values[key] = _parse(key, value, known[key].default) if isinstance(value, str) else value
     return config_cls(**values)
 
 
-def _parse(text: str, default: Any) -> Any:
+def _parse(key: str, text: str, default: Any) -> Any:
     if text.lower() == "none":
         return None
     if isinstance(default, bool):
         return text.lower() in ("1", "true", "yes")
-    if isinstance(default, int):
-        return int(text)
-    return float(text)
+    kind = int if isinstance(default, int) else float
+    try:
+        return kind(text)
+    except ValueError:
+        raise AlgorithmConfigError(
+            f"Expected {key} to be {'an integer' if kind is int else 'a number'}. "
+            f"Got {text!r} instead."
+        ) from None
 
 
 def make_algorithm(

@@ -7,8 +7,8 @@ import json
 import numpy as np
 from click.testing import CliRunner
 
-from ssorl_data.cli.main import cli
 from ssorl_data.store import TrajectoryStore
+from ssorl_train.cli.main import cli
 from tests.data.factories import make_store, random_batch
 
 
@@ -50,7 +50,7 @@ def test_verify_lists_violations_and_exits_nonzero(tmp_path):
 
 def test_errors_are_one_line_messages_not_tracebacks(tmp_path):
     result = CliRunner().invoke(cli, ["data", "info", str(tmp_path / "missing")])
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     assert "no store here" in result.output and "Traceback" not in result.output
 
 

@@ -28,7 +28,7 @@ def test_action_free_collection_records_no_actions(tmp_path):
 def test_collect_command_writes_a_store(tmp_path):
     from click.testing import CliRunner
 
-    from ssorl_data.cli.main import cli
+    from ssorl_train.cli.main import cli
 
     result = CliRunner().invoke(
         cli,

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from ssorl_data.cli.main import cli
+from ssorl_train.cli.main import cli
 
 CORPUS = Path(__file__).resolve().parents[3] / "shared" / "corpus"
 FILES = sorted(CORPUS.glob("*/*.hdf5"))

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 from click.testing import CliRunner
 
-from ssorl_data.cli.main import cli
 from ssorl_data.store import TrajectoryStore
+from ssorl_train.cli.main import cli
 from tests.data.factories import make_store, random_batch
 
 
@@ -39,5 +39,5 @@ def test_drop_actions_names_a_missing_episode(tmp_path):
         cli, ["data", "drop-actions", str(tmp_path / "a"), str(tmp_path / "b"),
               "--episodes", str(tmp_path / "drop.txt")],
     )  # fmt: skip
-    assert result.exit_code == 1 and "episode 5 does not exist" in result.output
+    assert result.exit_code == 2 and "episode 5 does not exist" in result.output
     assert not (tmp_path / "b").exists()

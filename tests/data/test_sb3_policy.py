@@ -160,7 +160,7 @@ def test_without_stable_baselines3_the_error_names_the_extra(saved, monkeypatch)
 def _invoke(*args: str):
     from click.testing import CliRunner
 
-    from ssorl_data.cli.main import cli
+    from ssorl_train.cli.main import cli
 
     return CliRunner().invoke(cli, ["data", "collect", *args, "--quiet"])
 

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from ssorl_data.cli.main import cli
 from ssorl_data.errors import (
     ReadOnlyStoreError,
     SplitError,
@@ -17,6 +16,7 @@ from ssorl_data.errors import (
 from ssorl_data.splits import choose_visible, make_split, read_episode_list
 from ssorl_data.store import EpisodeTable, TrajectoryStore
 from ssorl_data.verify import verify_store
+from ssorl_train.cli.main import cli
 from tests.data.factories import make_store, random_batch
 
 
@@ -136,4 +136,4 @@ def test_cli_split_from_a_file_and_by_quantile(tmp_path):
     assert result.exit_code == 0 and "2 of 10 episodes visible (return_quantile)" in result.output
     result = runner.invoke(cli, ["data", "split", str(tmp_path / "s"), "--name", "../x",
                                  "--labelled-fraction", "0.2"])  # fmt: skip
-    assert result.exit_code == 1 and "split name" in result.output
+    assert result.exit_code == 2 and "split name" in result.output

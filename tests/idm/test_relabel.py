@@ -15,12 +15,12 @@ import torch
 from click.testing import CliRunner
 
 from ssorl_data import ops
-from ssorl_data.cli.main import cli
 from ssorl_data.errors import ReadOnlyStoreError, RelabelExistsError
 from ssorl_data.idm import load_idm
 from ssorl_data.relabel import relabel
 from ssorl_data.store import RelabelRun, TrajectoryStore
 from ssorl_data.verify import verify_store
+from ssorl_train.cli.main import cli
 
 
 def _arrays(store_path, name):
@@ -136,7 +136,7 @@ def test_cli_train_eval_relabel(trained, store_copy, tmp_path):
                                  "--quiet"])  # fmt: skip
     assert result.exit_code == 0 and "relabelled" in result.output, result.output
     result = runner.invoke(cli, ["relabel", str(store_copy), "--idm", str(out), "--name", "c"])
-    assert result.exit_code == 1 and "--overwrite" in result.output
+    assert result.exit_code == 2 and "--overwrite" in result.output
 
 
 def test_dask_local_cluster_equals_the_in_process_run(trained, store_copy):

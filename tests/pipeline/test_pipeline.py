@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from ssorl_data.cli.main import cli
 from ssorl_data.errors import InvalidNameError
 from ssorl_data.store import TrajectoryStore
 from ssorl_train import loop
+from ssorl_train.cli.main import cli
 from ssorl_train.errors import PipelineConfigError
 from ssorl_train.pipeline import PipelineConfig, run_pipeline, tomllib
 
@@ -141,7 +141,7 @@ def test_config_errors_name_the_bad_key(raw, error, match):
 
 
 def test_quickstart_config_is_a_valid_pipeline_config():
-    from ssorl_data.cli.quickstart import QUICKSTART
+    from ssorl_train.cli.quickstart import QUICKSTART
 
     config = PipelineConfig.from_dict(QUICKSTART)
     assert config.train["modes"] == ["full", "semi-supervised", "labelled-only"]

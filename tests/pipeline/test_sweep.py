@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from ssorl_data.cli.main import cli
 from ssorl_data.errors import SsorlError
 from ssorl_data.store import TrajectoryStore
+from ssorl_train.cli.main import cli
 from ssorl_train.errors import PipelineConfigError
 from ssorl_train.pipeline import SPLIT_NAME, PipelineConfig
 from ssorl_train.sweep import SweepConfig, run_cells, run_sweep

@@ -7,6 +7,7 @@ import json
 
 import click
 
+from ssorl_data.cli.boundary import renamed_option
 from ssorl_train.dataset import MODES
 
 
@@ -47,7 +48,8 @@ from ssorl_train.dataset import MODES
     "--checkpoint-every", type=int, default=10_000, help="Steps between checkpoints; 0: end only."
 )
 @click.option("--log-every", type=int, default=1_000, help="Steps averaged per log row.")
-@click.option("--env", "env_id", default=None, help="Env to evaluate in (default: the data's).")
+@click.option("--env-id", default=None, help="Env to evaluate in (default: the data's).")
+@renamed_option("--env", "--env-id")
 @click.option("--resume", is_flag=True, help="Continue the checkpoint in --out exactly.")
 @click.option("--seed", type=int, default=0, help="Seed of networks, batches and eval envs.")
 @click.option("--device", default=None, help="torch device (default: cuda if present, else cpu).")
@@ -58,7 +60,8 @@ from ssorl_train.dataset import MODES
     metavar="KEY=VALUE",
     help="Override an algorithm config field, e.g. --set alpha=2.5 (repeatable).",
 )
-@click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@renamed_option("--no-progress", "--quiet", is_flag=True)
 def train(
     store: str,
     algo: str,
@@ -78,7 +81,7 @@ def train(
     seed: int,
     device: str | None,
     overrides: tuple[str, ...],
-    no_progress: bool,
+    quiet: bool,
 ) -> None:
     """Train an offline RL agent on STORE and write logs, checkpoints and a summary to --out.
 
@@ -112,7 +115,7 @@ def train(
         out_dir,
         resume=resume,
         device=device,
-        progress=not no_progress,
+        progress=not quiet,
     )
     click.echo(json.dumps(summary, indent=1))
 
@@ -126,7 +129,8 @@ def _split_override(item: str) -> tuple[str, str]:
 
 @click.command(context_settings={"show_default": True})
 @click.argument("checkpoint", type=click.Path(exists=True))
-@click.option("--env", "env_id", default=None, help="Env id (default: the training data's).")
+@click.option("--env-id", default=None, help="Env id (default: the training data's).")
+@renamed_option("--env", "--env-id")
 @click.option("--episodes", type=int, default=10, help="Episodes, run in parallel envs.")
 @click.option("--seed", type=int, default=0, help="Episode i is seeded seed + i.")
 @click.option("--device", default=None, help="torch device (default: cuda if present, else cpu).")

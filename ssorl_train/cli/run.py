@@ -6,7 +6,6 @@ from pathlib import Path
 
 import click
 
-from ssorl_data.cli.data import fail_on_ssorl_errors
 from ssorl_train.pipeline import SCHEMA
 from ssorl_train.sweep import SWEEP_SCHEMA
 
@@ -46,7 +45,6 @@ Config sections (see examples/pipeline.toml):
     default=None,
     help="With --sweep: cells run at once (default: [sweep] jobs).",
 )
-@fail_on_ssorl_errors
 def run(
     config: Path, out: Path | None, device: str | None, quiet: bool, sweep: bool, jobs: int | None
 ) -> None:

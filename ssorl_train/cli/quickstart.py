@@ -8,8 +8,6 @@ from pathlib import Path
 
 import click
 
-from ssorl_data.cli.data import fail_on_ssorl_errors
-
 # The same schema as `ssorl run` (examples/pipeline.toml), sized for about 5 minutes on
 # 2 CPU cores. Hopper-v5 episodes from random actions mixed with a noisy balancing
 # controller give returns from a few to about 1000, so the split's lower half and the
@@ -43,13 +41,12 @@ QUICKSTART: dict[str, dict] = {
     help="torch threads; one is fastest for these small networks on a small CPU.",
 )
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-@fail_on_ssorl_errors
 def quickstart(out: Path, fresh: bool, threads: int, quiet: bool) -> None:
     """Collect Hopper-v5 data, hide 90% of its actions, relabel them with an IDM, and compare
     TD3+BC agents trained on fully labelled, semi-supervised (10% labelled, from the lower
     half of returns) and labelled-only data, by normalised score.
 
-    Runs `ssorl run` on a built-in config (ssorl_data.cli.quickstart.QUICKSTART; same schema
+    Runs `ssorl run` on a built-in config (ssorl_train.cli.quickstart.QUICKSTART; same schema
     as examples/pipeline.toml), so it resumes if interrupted. Python API:
     ssorl_train.pipeline.run_pipeline.
     """
