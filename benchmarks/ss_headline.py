@@ -69,7 +69,7 @@ def cells(
                 "data": {"source": sources},
                 "split": {"labelled_fraction": 0.1, "quantile": 0.5},
                 "idm": IDM,
-                "eval": {"episodes": eval_episodes, "every": 0},
+                "eval": {"eval_episodes": eval_episodes, "eval_every": 0},
                 "sweep": {
                     "algo": ALGOS[dataset],
                     "seeds": seeds,

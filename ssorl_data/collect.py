@@ -1,4 +1,9 @@
-"""`collect`: roll out a policy in vectorised gymnasium envs and write episodes into a store."""
+"""`collect`: roll out a policy in vectorised gymnasium envs and write episodes into a store.
+
+The named collection policies (`POLICIES`: uniform random, and a noisy Hopper
+controller for data of mixed quality) live here too; a policy from a file is in
+`sb3_policy`.
+"""
 
 from __future__ import annotations
 
@@ -28,6 +33,34 @@ def random_policy(action_space: gym.spaces.Box, seed: int) -> Policy:
         return rng.uniform(action_space.low, action_space.high, shape).astype(np.float32)
 
     return act
+
+
+def hopper_balance_policy(action_space: gym.spaces.Box, seed: int) -> Policy:
+    """PD control of Hopper's joints towards standing, mixed with uniform random actions in
+    a share that grows from 0 (the first env) to 1 (the last env).
+
+    Episodes range from falling at once to standing for long, so returns vary
+    widely: a cheap stand-in for the mixed-quality data of real corpora.
+    """
+    rng = np.random.default_rng(seed)
+    low, high = action_space.low, action_space.high
+
+    def act(obs: np.ndarray) -> np.ndarray:
+        n = obs.shape[0]
+        pd = -2.0 * obs[:, 2:5] - 0.3 * obs[:, 8:11]  # joint angles and velocities
+        noise_scale = np.linspace(0.0, 1.0, n)[:, None]
+        noise = rng.uniform(low, high, pd.shape)
+        actions = (1 - noise_scale) * pd + noise_scale * noise
+        return np.clip(actions, low, high).astype(np.float32)
+
+    return act
+
+
+# the policies a config names (`ssorl run` [data] policy): name -> (action space, seed) -> Policy
+POLICIES: dict[str, Callable[[gym.spaces.Box, int], Policy]] = {
+    "random": random_policy,
+    "hopper-balance": hopper_balance_policy,
+}
 
 
 def collect(

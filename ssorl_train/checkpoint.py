@@ -22,6 +22,7 @@ from ssorl_train.errors import CheckpointError
 
 FORMAT = "ssorl-train-checkpoint"
 FORMAT_VERSION = 1
+RUN_STEM = "checkpoint"  # a training run directory's checkpoint: RUN/checkpoint.{safetensors,json}
 _TENSOR, _DICT = "__tensor__", "__dict__"
 
 
@@ -81,12 +82,7 @@ def load_checkpoint(stem: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
             f"Expected a checkpoint pair {str(tensor_path)!r} and {str(json_path)!r}. "
             "Got at least one missing: pass a run directory written by `ssorl train`."
         )
-    document = json.loads(json_path.read_text())
-    if document.get("format") != FORMAT or document.get("format_version") != FORMAT_VERSION:
-        raise CheckpointError(
-            f"Expected {FORMAT!r} version {FORMAT_VERSION} in {str(json_path)!r}. Got "
-            f"{document.get('format')!r} version {document.get('format_version')!r}."
-        )
+    document = _read_document(json_path)
     with safe_open(str(tensor_path), "pt") as f:
         stored_id = (f.metadata() or {}).get("checkpoint_id")
     if stored_id != document["checkpoint_id"]:
@@ -95,3 +91,21 @@ def load_checkpoint(stem: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
             "different ids (a crash between their renames): resume from an older run copy."
         )
     return _unflatten(document["state"], load_file(str(tensor_path))), document["meta"]
+
+
+def saved_step(run_dir: str | Path) -> int:
+    """How many updates the checkpoint of a training run directory was saved after (its
+    meta's `step`, written by `loop.train`); 0 without one. Reads the JSON half only, so a
+    caller can decide whether to resume without loading any tensor."""
+    json_path = paths(Path(run_dir) / RUN_STEM)[1]
+    return int(_read_document(json_path)["meta"]["step"]) if json_path.exists() else 0
+
+
+def _read_document(json_path: Path) -> dict[str, Any]:
+    document = json.loads(json_path.read_text())
+    if document.get("format") != FORMAT or document.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(
+            f"Expected {FORMAT!r} version {FORMAT_VERSION} in {str(json_path)!r}. Got "
+            f"{document.get('format')!r} version {document.get('format_version')!r}."
+        )
+    return document

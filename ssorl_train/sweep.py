@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from ssorl_train.errors import PipelineConfigError
-from ssorl_train.pipeline import DEFAULTS, PipelineConfig, read_toml
+from ssorl_train.pipeline.config import DEFAULTS, PipelineConfig, read_toml
 
 SWEEP_SCHEMA = """\
 [sweep]     labelled_fraction = [...], quantile = [...], algo = [...], seeds = [...]

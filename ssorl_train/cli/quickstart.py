@@ -20,7 +20,7 @@ QUICKSTART: dict[str, dict] = {
     "relabel": {"name": "idm"},
     "train": {"algo": "td3bc", "modes": ["full", "semi-supervised", "labelled-only"],
               "steps": 5000, "seeds": [0, 1], "log_every": 500},
-    "eval": {"episodes": 5, "every": 1000},
+    "eval": {"eval_episodes": 5, "eval_every": 1000},
 }  # fmt: skip
 
 

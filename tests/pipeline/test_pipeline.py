@@ -15,7 +15,8 @@ from ssorl_data.store import TrajectoryStore
 from ssorl_train import loop
 from ssorl_train.cli.main import cli
 from ssorl_train.errors import PipelineConfigError
-from ssorl_train.pipeline import PipelineConfig, run_pipeline, tomllib
+from ssorl_train.pipeline import PipelineConfig, run_pipeline
+from ssorl_train.pipeline.config import tomllib
 
 from .toml_text import toml_text
 
@@ -25,7 +26,7 @@ TOY = {  # the example config, shrunk so that every stage runs in seconds
     "split": {"labelled_fraction": 0.3},
     "idm": {"max_steps": 10, "hidden": [16], "members": 2, "batch_size": 32, "eval_every": 5},
     "train": {"steps": 10, "log_every": 5, "overrides": {"batch_size": 16, "hidden_dim": 16}},
-    "eval": {"episodes": 1, "every": 5},
+    "eval": {"eval_episodes": 1, "eval_every": 5},
 }
 AGENTS = ["agent-full-seed0", "agent-semi-supervised-seed0", "agent-labelled-only-seed0"]
 
@@ -138,6 +139,20 @@ def test_cli_runs_the_example_schema_and_prints_the_comparison(first_run):
 def test_config_errors_name_the_bad_key(raw, error, match):
     with pytest.raises(error, match=match):
         PipelineConfig.from_dict(raw)
+
+
+@pytest.mark.parametrize(("old", "new"), [("every", "eval_every"), ("episodes", "eval_episodes")])
+def test_a_renamed_eval_key_fails_naming_its_new_name(old, new):
+    with pytest.raises(PipelineConfigError, match=rf"\[eval\] {old} was renamed to {new}"):
+        PipelineConfig.from_dict({"data": {"env_id": "Hopper-v5"}, "eval": {old: 5}})
+
+
+def test_the_cli_reports_a_renamed_key_without_a_traceback(tmp_path):
+    config = tmp_path / "old.toml"
+    config.write_text('[data]\nenv_id = "Hopper-v5"\n[eval]\nevery = 1000\n')
+    result = CliRunner().invoke(cli, ["run", str(config), "--out", str(tmp_path / "run")])
+    assert result.exit_code == 2 and "every was renamed to eval_every" in result.output
+    assert "Traceback" not in result.output and not (tmp_path / "run").exists()
 
 
 def test_quickstart_config_is_a_valid_pipeline_config():

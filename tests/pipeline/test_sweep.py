@@ -23,7 +23,7 @@ BASE = {
     "split": TOY["split"],  # labelled_fraction 0.3: the grid keeps it
     "idm": TOY["idm"],
     "train": TOY["train"],
-    "eval": {"episodes": 1},
+    "eval": {"eval_episodes": 1},
 }
 GRID = {"quantile": [0.5, 1.0], "seeds": [0, 1], "jobs": 2}
 
