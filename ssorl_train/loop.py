@@ -5,6 +5,8 @@ A run directory holds `config.json`, `log.csv` (training metrics averaged over e
 `checkpoint.{safetensors,json}` and, once finished, `summary.json`.
 Resuming restores networks, optimizers, the batch generator and torch's RNG, so a
 run killed and resumed produces exactly the parameters of an uninterrupted one.
+`train` reads top to bottom as a list of named steps: prepare the run directory,
+build, restore; then per update log, evaluate and save; finish with the summary.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import csv
 import json
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -21,8 +24,8 @@ from tqdm import tqdm
 
 from ssorl_train.algos import Algorithm, make_algorithm
 from ssorl_train.batches import BatchSampler, SubtrajectorySampler, TransitionSampler
-from ssorl_train.checkpoint import load_checkpoint, paths, save_checkpoint
-from ssorl_train.common import seed_everything, select_device
+from ssorl_train.checkpoint import RUN_STEM, load_checkpoint, paths, save_checkpoint
+from ssorl_train.common import Normalizer, seed_everything, select_device
 from ssorl_train.dataset import TrainingData
 from ssorl_train.errors import CheckpointError
 from ssorl_train.evaluate import EvalResult, evaluate, reference_returns
@@ -37,6 +40,18 @@ class LoopConfig:
     checkpoint_every: int = 10_000  # save every this many steps and at the end; 0: end only
     log_every: int = 1_000  # average training metrics over, and log, this many steps
     env_id: str | None = None  # env to evaluate in; None: the data's, or no evaluation
+
+
+def _build(
+    algo: str, algo_config: Any, data: TrainingData, seed: int, device: str | None
+) -> tuple[Normalizer, Algorithm, BatchSampler]:
+    """The observation normalizer, the algorithm's networks (initialised from `seed`) and the
+    batch sampler, on the chosen device."""
+    dev = select_device(device)
+    seed_everything(seed)  # before the networks are built: their init draws from it
+    normalizer = data.normalizer().to(dev)
+    algorithm = make_algorithm(algo, algo_config, data.obs_dim, data.act_dim, dev)
+    return normalizer, algorithm, _make_sampler(algorithm, data, seed, dev)
 
 
 def _make_sampler(
@@ -72,7 +87,7 @@ def _data_summary(data: TrainingData) -> dict[str, int]:
 
 
 def _save(
-    stem: Path,
+    out: Path,
     step: int,
     algorithm: Algorithm,
     sampler: BatchSampler,
@@ -98,7 +113,7 @@ def _save(
         "ref_min_score": data.ref_min_score,
         "ref_max_score": data.ref_max_score,
     }
-    save_checkpoint(stem, state, meta)
+    save_checkpoint(out / RUN_STEM, state, meta)
 
 
 def _truncate_csv(path: Path, step: int) -> None:
@@ -133,6 +148,69 @@ class _CsvLog:
             writer.writerow(row)
 
 
+class _RunLog:
+    """What a run reports as it goes: log.csv (training metrics averaged over `log_every`
+    steps), eval.csv, TensorBoard scalars and the progress bar. Rows after `start` (written
+    after the checkpoint a resume starts from) are dropped, so they are redone exactly."""
+
+    def __init__(
+        self, out: Path, run_config: dict[str, Any], start: int, total: int, progress: bool
+    ) -> None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        for name in ("log.csv", "eval.csv"):
+            _truncate_csv(out / name, start)
+        (out / "config.json").write_text(json.dumps(run_config, indent=1))
+        self.writer = SummaryWriter(str(out / "tb"), purge_step=start)
+        self.train_csv, self.eval_csv = _CsvLog(out / "log.csv"), _CsvLog(out / "eval.csv")
+        self.bar = tqdm(
+            total=total, initial=start, unit="step", disable=not progress, dynamic_ncols=True
+        )
+        self.sums: dict[str, float] = {}
+        self.counts: dict[str, int] = {}
+        self.busy = self.busy_total = 0.0  # seconds in sampling and updates (no eval, no saves)
+        self.interval_from = start
+        self.last_eval: EvalResult | None = None
+
+    def add(self, metrics: dict[str, float], seconds: float) -> None:
+        """Count one step's metrics towards the next training row."""
+        self.busy += seconds
+        self.bar.update(1)
+        for key, value in metrics.items():
+            self.sums[key] = self.sums.get(key, 0.0) + value
+            self.counts[key] = self.counts.get(key, 0) + 1
+
+    def log_train(self, step: int) -> None:
+        """Write the metrics averaged since the last row, and the speed over those steps."""
+        row = {"step": step, "steps_per_s": (step - self.interval_from) / max(self.busy, 1e-9)}
+        row |= {k: self.sums[k] / self.counts[k] for k in sorted(self.sums)}
+        self.train_csv.write(row)
+        for key, value in row.items():
+            if key != "step":
+                self.writer.add_scalar(f"train/{key}", value, step)
+        self.sums, self.counts, self.interval_from = {}, {}, step
+        self.busy_total, self.busy = self.busy_total + self.busy, 0.0
+
+    def log_eval(self, step: int, result: EvalResult) -> None:
+        self.last_eval = result
+        self.eval_csv.write(
+            {
+                "step": step,
+                "mean_return": result.mean_return,
+                "std_return": result.std_return,
+                "normalized_score": result.normalized_score,
+            }
+        )
+        self.writer.add_scalar("eval/mean_return", result.mean_return, step)
+        if result.normalized_score is not None:
+            self.writer.add_scalar("eval/normalized_score", result.normalized_score, step)
+        self.bar.set_postfix(eval_return=f"{result.mean_return:.1f}", score=result.normalized_score)
+
+    def close(self) -> None:
+        self.bar.close()
+        self.writer.close()
+
+
 def train(
     data: TrainingData,
     algo: str,
@@ -148,113 +226,112 @@ def train(
     With `resume`, continue from `out_dir`'s checkpoint, which must come from the same
     algorithm, config, seed and data; without it, `out_dir` must hold no checkpoint.
     """
-    from torch.utils.tensorboard import SummaryWriter
-
     out = Path(out_dir)
+    run_config = _prepare_run_dir(out, algo, algo_config, loop, data, resume)
+    normalizer, algorithm, sampler = _build(algo, algo_config, data, loop.seed, device)
+    start = _restore(out, run_config, algorithm, sampler) if resume else 0
+    if start and start >= loop.steps and (out / "summary.json").exists():
+        return json.loads((out / "summary.json").read_text())  # finished already
+    run_log = _RunLog(out, run_config, start, loop.steps, progress)
+    evaluate_now = _evaluator(algorithm, normalizer, loop, data, run_config["env_id"])
+    step = start
+    try:
+        while step < loop.steps:
+            metrics, seconds = _update(algorithm, sampler)
+            step += 1
+            run_log.add(metrics, seconds)
+            done = step == loop.steps
+            if step % loop.log_every == 0 or done:
+                run_log.log_train(step)
+            if evaluate_now and (_due(step, loop.eval_every) or done):
+                run_log.log_eval(step, evaluate_now())
+            if _due(step, loop.checkpoint_every) or done:
+                _save(out, step, algorithm, sampler, data, run_config)
+    finally:
+        run_log.close()
+    return _finish(out, run_config, start, step, run_log)
+
+
+def _prepare_run_dir(
+    out: Path, algo: str, algo_config: Any, loop: LoopConfig, data: TrainingData, resume: bool
+) -> dict[str, Any]:
+    """Create the run directory, refuse to overwrite a checkpoint unless resuming, and return
+    the run's config (what config.json, the checkpoint and the summary record)."""
     out.mkdir(parents=True, exist_ok=True)
-    dev = select_device(device)
-    env_id = loop.env_id or data.env_id
-    run_config = {
-        "algo": algo,
-        "algo_config": asdict(algo_config),
-        "loop": asdict(loop),
-        "data": _data_summary(data),
-        "env_id": env_id,
-    }
-    stem = out / "checkpoint"
-    has_checkpoint = paths(stem)[1].exists()
-    if has_checkpoint and not resume:
+    if paths(out / RUN_STEM)[1].exists() and not resume:
         raise CheckpointError(
             f"Expected an empty run directory. Got a checkpoint in {str(out)!r}: pass "
             "--resume to continue it, or choose another --out."
         )
-    seed_everything(loop.seed)
-    normalizer = data.normalizer().to(dev)
-    algorithm = make_algorithm(algo, algo_config, data.obs_dim, data.act_dim, dev)
-    sampler = _make_sampler(algorithm, data, loop.seed, dev)
-    start = 0
-    if resume and has_checkpoint:
-        state, meta = load_checkpoint(stem)
-        saved = {k: meta[k] for k in ("algo", "algo_config", "data")} | {
-            "seed": meta["loop"]["seed"]
-        }
-        wanted = {k: run_config[k] for k in ("algo", "algo_config", "data")} | {"seed": loop.seed}
-        if saved != wanted:
-            raise CheckpointError(
-                f"Expected the checkpoint in {str(out)!r} to match this run. Got {saved!r} "
-                f"there and {wanted!r} here: resume with the original options."
-            )
-        algorithm.load_state_dict(state["algorithm"])
-        sampler.load_state_dict(state["sampler"])
-        _set_rng_state(state["rng"])
-        start = int(meta["step"])
-        if start >= loop.steps and (out / "summary.json").exists():
-            return json.loads((out / "summary.json").read_text())  # finished already
-    for name in ("log.csv", "eval.csv"):  # rows written after the checkpoint are redone
-        _truncate_csv(out / name, start)
-    (out / "config.json").write_text(json.dumps(run_config, indent=1))
-    reference = (
-        reference_returns(env_id, data.ref_min_score, data.ref_max_score) if env_id else None
-    )
-    writer = SummaryWriter(str(out / "tb"), purge_step=start)
-    train_log, eval_log = _CsvLog(out / "log.csv"), _CsvLog(out / "eval.csv")
-    sums: dict[str, float] = {}
-    counts: dict[str, int] = {}
-    last_eval: EvalResult | None = None
-    busy = busy_total = 0.0  # seconds in sampling and updates (no eval, no checkpoints)
-    interval_from = start
-    bar = tqdm(
-        total=loop.steps, initial=start, unit="step", disable=not progress, dynamic_ncols=True
-    )
-    step = start
-    try:
-        while step < loop.steps:
-            tick = time.perf_counter()
-            metrics = algorithm.update(sampler.sample())
-            busy += time.perf_counter() - tick
-            step += 1
-            bar.update(1)
-            for key, value in metrics.items():
-                sums[key] = sums.get(key, 0.0) + value
-                counts[key] = counts.get(key, 0) + 1
-            done = step == loop.steps
-            if step % loop.log_every == 0 or done:
-                row = {"step": step, "steps_per_s": (step - interval_from) / max(busy, 1e-9)}
-                row |= {k: sums[k] / counts[k] for k in sorted(sums)}
-                train_log.write(row)
-                for key, value in row.items():
-                    if key != "step":
-                        writer.add_scalar(f"train/{key}", value, step)
-                sums, counts, interval_from = {}, {}, step
-                busy_total, busy = busy_total + busy, 0.0
-            if env_id and ((loop.eval_every and step % loop.eval_every == 0) or done):
-                last_eval = evaluate(
-                    algorithm, normalizer, env_id, loop.eval_episodes, loop.seed, reference
-                )
-                eval_log.write(
-                    {
-                        "step": step,
-                        "mean_return": last_eval.mean_return,
-                        "std_return": last_eval.std_return,
-                        "normalized_score": last_eval.normalized_score,
-                    }
-                )
-                writer.add_scalar("eval/mean_return", last_eval.mean_return, step)
-                if last_eval.normalized_score is not None:
-                    writer.add_scalar("eval/normalized_score", last_eval.normalized_score, step)
-                bar.set_postfix(
-                    eval_return=f"{last_eval.mean_return:.1f}", score=last_eval.normalized_score
-                )
-            if (loop.checkpoint_every and step % loop.checkpoint_every == 0) or done:
-                _save(stem, step, algorithm, sampler, data, run_config)
-    finally:
-        bar.close()
-        writer.close()
+    return {
+        "algo": algo,
+        "algo_config": asdict(algo_config),
+        "loop": asdict(loop),
+        "data": _data_summary(data),
+        "env_id": loop.env_id or data.env_id,
+    }
+
+
+def _restore(
+    out: Path, run_config: dict[str, Any], algorithm: Algorithm, sampler: BatchSampler
+) -> int:
+    """Load the run directory's checkpoint into the algorithm, the sampler and torch's RNG;
+    returns the steps it holds (0 without a checkpoint: the run starts afresh)."""
+    stem = out / RUN_STEM
+    if not paths(stem)[1].exists():
+        return 0
+    state, meta = load_checkpoint(stem)
+    saved = {k: meta[k] for k in ("algo", "algo_config", "data")} | {"seed": meta["loop"]["seed"]}
+    wanted = {k: run_config[k] for k in ("algo", "algo_config", "data")}
+    wanted |= {"seed": run_config["loop"]["seed"]}
+    if saved != wanted:
+        raise CheckpointError(
+            f"Expected the checkpoint in {str(out)!r} to match this run. Got {saved!r} "
+            f"there and {wanted!r} here: resume with the original options."
+        )
+    algorithm.load_state_dict(state["algorithm"])
+    sampler.load_state_dict(state["sampler"])
+    _set_rng_state(state["rng"])
+    return int(meta["step"])
+
+
+def _update(algorithm: Algorithm, sampler: BatchSampler) -> tuple[dict[str, float], float]:
+    """One gradient step on one batch: its metrics and the seconds it took."""
+    tick = time.perf_counter()
+    metrics = algorithm.update(sampler.sample())
+    return metrics, time.perf_counter() - tick
+
+
+def _due(step: int, every: int) -> bool:
+    """Whether a periodic action (evaluation, checkpoint) is due; `every` 0: never."""
+    return bool(every) and step % every == 0
+
+
+def _evaluator(
+    algorithm: Algorithm,
+    normalizer: Normalizer,
+    loop: LoopConfig,
+    data: TrainingData,
+    env_id: str | None,
+) -> Callable[[], EvalResult] | None:
+    """Rolls out the current policy in the run's env (seeds loop.seed + i); None without an
+    env to evaluate in."""
+    if not env_id:
+        return None
+    reference = reference_returns(env_id, data.ref_min_score, data.ref_max_score)
+    return lambda: evaluate(algorithm, normalizer, env_id, loop.eval_episodes, loop.seed, reference)
+
+
+def _finish(
+    out: Path, run_config: dict[str, Any], start: int, step: int, run_log: _RunLog
+) -> dict[str, Any]:
+    """Write and return summary.json: the run's config, its steps, speed and last evaluation."""
+    busy = run_log.busy_total
     summary = run_config | {
         "steps": step,
         "steps_this_process": step - start,
-        "steps_per_s": (step - start) / busy_total if busy_total > 0 else None,
-        "final_eval": last_eval.to_dict() if last_eval else None,
+        "steps_per_s": (step - start) / busy if busy > 0 else None,
+        "final_eval": run_log.last_eval.to_dict() if run_log.last_eval else None,
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     return summary
