@@ -9,6 +9,8 @@ from typing import Any
 
 import numpy as np
 
+from ssorl_train.pipeline.config import SPLIT_NAME
+
 
 def write_report(
     out: Path,
@@ -103,7 +105,7 @@ def _plots(
 
     with TrajectoryStore.open(store) as opened:
         table = opened.episode_table()
-        visible = opened.read_split("pipeline").visible
+        visible = opened.read_split(SPLIT_NAME).visible
         run = opened.relabel_run(relabel_name)
         n = int(table.length.sum())
         proxy, uncertainty = run.read("actions", 0, n), run.read("uncertainty", 0, n)
