@@ -18,6 +18,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+from ssorl_train.algos.renames import upgrade_checkpoint
 from ssorl_train.errors import CheckpointError
 
 FORMAT = "ssorl-train-checkpoint"
@@ -90,7 +91,8 @@ def load_checkpoint(stem: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
             f"Expected {str(tensor_path)!r} and {str(json_path)!r} from one save. Got "
             "different ids (a crash between their renames): resume from an older run copy."
         )
-    return _unflatten(document["state"], load_file(str(tensor_path))), document["meta"]
+    state = _unflatten(document["state"], load_file(str(tensor_path)))
+    return upgrade_checkpoint(state, document["meta"])  # names renamed since it was written
 
 
 def saved_step(run_dir: str | Path) -> int:

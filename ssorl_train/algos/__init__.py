@@ -11,6 +11,7 @@ from ssorl_train.algos.base import Algorithm
 from ssorl_train.algos.cql import CQL, CQLConfig
 from ssorl_train.algos.dt import DecisionTransformer, DTConfig
 from ssorl_train.algos.iql import IQL, IQLConfig
+from ssorl_train.algos.renames import RENAMED_FIELDS
 from ssorl_train.algos.td3bc import TD3BC, TD3BCConfig
 from ssorl_train.errors import AlgorithmConfigError, UnknownAlgorithmError
 
@@ -45,8 +46,14 @@ def make_config(name: str, overrides: dict[str, Any] | None = None) -> Any:
     """The algorithm's config: published defaults, with `overrides` (strings are parsed)."""
     config_cls, _ = _entry(name)
     known = {f.name: f for f in fields(config_cls)}
+    renamed = RENAMED_FIELDS.get(name, {})
     values: dict[str, Any] = {}
     for key, value in (overrides or {}).items():
+        if key in renamed:
+            raise AlgorithmConfigError(
+                f"{key} was renamed to {renamed[key]}: set {renamed[key]} instead "
+                f"(a field of {config_cls.__name__})."
+            )
         if key not in known:
             raise AlgorithmConfigError(
                 f"Expected a field of {config_cls.__name__} in {sorted(known)!r}. Got {key!r}."

@@ -25,14 +25,15 @@ class CQLConfig:
     cql_alpha: float = 10.0  # weight of the conservative penalty
     cql_n_actions: int = 10  # actions sampled per state for each proposal (uniform, pi(s), pi(s'))
     cql_temperature: float = 1.0  # temperature of the logsumexp over sampled actions
-    policy_lr: float = 3e-5  # Adam learning rate of the policy (and of the entropy alpha)
+    actor_lr: float = 3e-5  # Adam learning rate of the actor (the policy network), and
+    # of the entropy temperature alpha too (one rate for both, as CORL's policy_lr)
     critic_lr: float = 3e-4  # Adam learning rate of both critics
     batch_size: int = 256  # transitions per update
     gamma: float = 0.99  # discount
-    tau: float = 0.005  # target critics' Polyak rate, every update
-    hidden_dim: int = 256  # width of every hidden layer
-    n_hidden_layers: int = 3  # hidden layers of the policy and of each critic
-    log_std_offset: float = -1.0  # added to the policy's raw log std, as CORL does
+    tau: float = 0.005  # Polyak rate of the target critics, every update
+    hidden_dim: int = 256  # width of the hidden layers of every network
+    n_layers: int = 3  # hidden layers of the actor and of each critic
+    log_std_offset: float = -1.0  # added to the actor's raw log std, as CORL does
 
 
 def cql_penalty(q_sampled: torch.Tensor, q_data: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -66,11 +67,11 @@ class TanhGaussianPolicy(nn.Module):
 
 class CQL(Algorithm):
     _state_names = (
-        "policy",
+        "actor",
         "critic",
         "critic_target",
         "log_alpha",
-        "policy_opt",
+        "actor_opt",
         "critic_opt",
         "alpha_opt",
     )
@@ -79,16 +80,16 @@ class CQL(Algorithm):
         super().__init__(device)
         self.config = config
         c = config
-        self.policy = TanhGaussianPolicy(
-            obs_dim, act_dim, c.hidden_dim, c.n_hidden_layers, c.log_std_offset
+        self.actor = TanhGaussianPolicy(
+            obs_dim, act_dim, c.hidden_dim, c.n_layers, c.log_std_offset
         ).to(device)
-        self.critic = twin_critic(obs_dim, act_dim, c.hidden_dim, c.n_hidden_layers).to(device)
+        self.critic = twin_critic(obs_dim, act_dim, c.hidden_dim, c.n_layers).to(device)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
         self.log_alpha = torch.zeros((), device=device, requires_grad=True)
         self.target_entropy = -float(act_dim)
-        self.policy_opt = torch.optim.Adam(self.policy.parameters(), lr=c.policy_lr)
+        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=c.actor_lr)
         self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=c.critic_lr)
-        self.alpha_opt = torch.optim.Adam([self.log_alpha], lr=c.policy_lr)
+        self.alpha_opt = torch.optim.Adam([self.log_alpha], lr=c.actor_lr)
 
     def update(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
         c = self.config
@@ -96,19 +97,19 @@ class CQL(Algorithm):
         batch_size, act_dim = actions.shape
         self.step += 1
 
-        pi_actions, log_pi = self.policy(obs)
+        pi_actions, log_pi = self.actor(obs)
         alpha_loss = -(self.log_alpha * (log_pi.detach() + self.target_entropy)).mean()
         self.alpha_opt.zero_grad(set_to_none=True)
         alpha_loss.backward()
         self.alpha_opt.step()
         alpha = self.log_alpha.detach().exp()
-        policy_loss = (alpha * log_pi - q_values(self.critic, obs, pi_actions).min(0).values).mean()
-        self.policy_opt.zero_grad(set_to_none=True)
-        policy_loss.backward()
-        self.policy_opt.step()
+        actor_loss = (alpha * log_pi - q_values(self.critic, obs, pi_actions).min(0).values).mean()
+        self.actor_opt.zero_grad(set_to_none=True)
+        actor_loss.backward()
+        self.actor_opt.step()
 
         with torch.no_grad():
-            next_actions, _ = self.policy(next_obs)
+            next_actions, _ = self.actor(next_obs)
             target_q = q_values(self.critic_target, next_obs, next_actions).min(0).values
             target = batch["rewards"] + (1 - batch["dones"]) * c.gamma * target_q
             # proposals for the penalty, each with its log density for importance sampling
@@ -116,8 +117,8 @@ class CQL(Algorithm):
             rep_obs = obs.unsqueeze(1).expand(-1, n, -1)  # [B, n, D]
             rep_next = next_obs.unsqueeze(1).expand(-1, n, -1)
             uniform = torch.empty(batch_size, n, act_dim, device=obs.device).uniform_(-1, 1)
-            current, log_current = self.policy(rep_obs)  # [B, n, A], [B, n]
-            following, log_following = self.policy(rep_next)
+            current, log_current = self.actor(rep_obs)  # [B, n, A], [B, n]
+            following, log_following = self.actor(rep_next)
         q = q_values(self.critic, obs, actions)  # [2, B]
         td_loss = F.mse_loss(q, target.expand_as(q), reduction="none").mean(1).sum()
         sampled = torch.cat(
@@ -140,11 +141,11 @@ class CQL(Algorithm):
             "critic_loss": critic_loss.item(),
             "td_loss": td_loss.item(),
             "cql_penalty": penalty.item(),
-            "policy_loss": policy_loss.item(),
+            "actor_loss": actor_loss.item(),
             "alpha": alpha.item(),
             "q_mean": q.mean().item(),
         }
 
     @torch.no_grad()
     def act(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.policy.deterministic(obs)
+        return self.actor.deterministic(obs)

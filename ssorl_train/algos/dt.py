@@ -24,7 +24,7 @@ TARGET_RETURNS: dict[str, float] = {"hopper": 3600.0, "halfcheetah": 6000.0, "wa
 @dataclass(frozen=True)
 class DTConfig:
     context: int = 20  # K, steps per input window
-    embed_dim: int = 128  # width of every token embedding
+    hidden_dim: int = 128  # width of the token embeddings and blocks (block MLPs are 4x)
     n_layers: int = 3  # transformer blocks
     n_heads: int = 1  # attention heads per block
     dropout: float = 0.1  # dropout on embeddings, attention and residuals
@@ -76,16 +76,16 @@ class DecisionTransformerModel(nn.Module):
 
     def __init__(self, obs_dim: int, act_dim: int, c: DTConfig) -> None:
         super().__init__()
-        self.timestep = nn.Embedding(c.max_episode_steps, c.embed_dim)
-        self.state = nn.Linear(obs_dim, c.embed_dim)
-        self.action = nn.Linear(act_dim, c.embed_dim)
-        self.rtg = nn.Linear(1, c.embed_dim)
-        self.embed_norm, self.embed_dropout = nn.LayerNorm(c.embed_dim), nn.Dropout(c.dropout)
+        self.timestep = nn.Embedding(c.max_episode_steps, c.hidden_dim)
+        self.state = nn.Linear(obs_dim, c.hidden_dim)
+        self.action = nn.Linear(act_dim, c.hidden_dim)
+        self.rtg = nn.Linear(1, c.hidden_dim)
+        self.embed_norm, self.embed_dropout = nn.LayerNorm(c.hidden_dim), nn.Dropout(c.dropout)
         self.blocks = nn.ModuleList(
-            Block(c.embed_dim, c.n_heads, c.dropout) for _ in range(c.n_layers)
+            Block(c.hidden_dim, c.n_heads, c.dropout) for _ in range(c.n_layers)
         )
-        self.out_norm = nn.LayerNorm(c.embed_dim)
-        self.head = nn.Sequential(nn.Linear(c.embed_dim, act_dim), nn.Tanh())
+        self.out_norm = nn.LayerNorm(c.hidden_dim)
+        self.head = nn.Sequential(nn.Linear(c.hidden_dim, act_dim), nn.Tanh())
 
     def forward(
         self,

@@ -22,20 +22,20 @@ from ssorl_train.common import mlp, soft_update
 
 @dataclass(frozen=True)
 class IQLConfig:
-    expectile: float = 0.7  # tau of the expectile regression of V towards Q
+    expectile: float = 0.7  # V regresses towards this expectile of Q (0.5: the mean)
     temperature: float = 3.0  # beta of the advantage weights exp(beta * A)
     max_weight: float = 100.0  # advantage weights are clipped to this
-    actor_lr: float = 3e-4  # Adam learning rate of the policy
+    actor_lr: float = 3e-4  # Adam learning rate of the actor (the policy network)
     value_lr: float = 3e-4  # Adam learning rate of V
-    critic_lr: float = 3e-4  # Adam learning rate of both Q networks
+    critic_lr: float = 3e-4  # Adam learning rate of both critics (the Q networks)
     batch_size: int = 256  # transitions per update
     gamma: float = 0.99  # discount
-    tau: float = 0.005  # target Q networks' Polyak rate
-    hidden_dim: int = 256  # width of the two hidden layers of every network
+    tau: float = 0.005  # Polyak rate of the target critics
+    hidden_dim: int = 256  # width of the hidden layers (two) of every network
 
 
 def expectile_loss(diff: torch.Tensor, expectile: float) -> torch.Tensor:
-    """mean(|tau - 1[diff < 0]| * diff^2), diff = Q - V: V tracks Q's upper expectile."""
+    """mean(w * diff^2), w = `expectile` where diff = Q - V >= 0, else 1 - `expectile`."""
     weight = torch.where(diff < 0, 1 - expectile, expectile)
     return (weight * diff.square()).mean()
 
@@ -64,11 +64,11 @@ class GaussianPolicy(nn.Module):
 
 class IQL(Algorithm):
     _state_names = (
-        "policy",
+        "actor",
         "value",
         "critic",
         "critic_target",
-        "policy_opt",
+        "actor_opt",
         "value_opt",
         "critic_opt",
     )
@@ -76,11 +76,11 @@ class IQL(Algorithm):
     def __init__(self, config: IQLConfig, obs_dim: int, act_dim: int, device: torch.device) -> None:
         super().__init__(device)
         self.config = config
-        self.policy = GaussianPolicy(obs_dim, act_dim, config.hidden_dim).to(device)
+        self.actor = GaussianPolicy(obs_dim, act_dim, config.hidden_dim).to(device)
         self.value = mlp(obs_dim, 1, config.hidden_dim).to(device)
         self.critic = twin_critic(obs_dim, act_dim, config.hidden_dim, 2).to(device)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
-        self.policy_opt = torch.optim.Adam(self.policy.parameters(), lr=config.actor_lr)
+        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=config.actor_lr)
         self.value_opt = torch.optim.Adam(self.value.parameters(), lr=config.value_lr)
         self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=config.critic_lr)
 
@@ -105,19 +105,19 @@ class IQL(Algorithm):
         self.critic_opt.step()
         soft_update(self.critic_target, self.critic, c.tau)
 
-        policy_loss = awr_loss(
-            self.policy.log_prob(obs, actions), advantage, c.temperature, c.max_weight
+        actor_loss = awr_loss(
+            self.actor.log_prob(obs, actions), advantage, c.temperature, c.max_weight
         )
-        self.policy_opt.zero_grad(set_to_none=True)
-        policy_loss.backward()
-        self.policy_opt.step()
+        self.actor_opt.zero_grad(set_to_none=True)
+        actor_loss.backward()
+        self.actor_opt.step()
         return {
             "value_loss": value_loss.item(),
             "critic_loss": critic_loss.item(),
-            "policy_loss": policy_loss.item(),
+            "actor_loss": actor_loss.item(),
             "advantage_mean": advantage.mean().item(),
         }
 
     @torch.no_grad()
     def act(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.policy.mean(obs)
+        return self.actor.mean(obs)

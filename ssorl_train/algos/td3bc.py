@@ -21,15 +21,15 @@ from ssorl_train.common import mlp, soft_update
 @dataclass(frozen=True)
 class TD3BCConfig:
     alpha: float = 2.5  # weight of the Q term relative to BC: lambda = alpha / mean|Q|
-    actor_lr: float = 3e-4  # Adam learning rate of the actor
+    actor_lr: float = 3e-4  # Adam learning rate of the actor (the policy network)
     critic_lr: float = 3e-4  # Adam learning rate of both critics
     batch_size: int = 256  # transitions per update
     gamma: float = 0.99  # discount
-    tau: float = 0.005  # target networks' Polyak rate
+    tau: float = 0.005  # Polyak rate of the target networks
     policy_noise: float = 0.2  # std of the target policy smoothing noise (unit actions)
     noise_clip: float = 0.5  # the smoothing noise is clipped to +-noise_clip
     policy_freq: int = 2  # actor and targets update once every policy_freq critic updates
-    hidden_dim: int = 256  # width of the two hidden layers of every network
+    hidden_dim: int = 256  # width of the hidden layers (two) of every network
 
 
 def td3bc_actor_loss(

@@ -6,7 +6,7 @@ import torch
 
 from ssorl_train.algos.dt import DecisionTransformer, DTConfig
 
-CONFIG = DTConfig(context=4, embed_dim=16, n_layers=2, n_heads=2, target_return=10.0)
+CONFIG = DTConfig(context=4, hidden_dim=16, n_layers=2, n_heads=2, target_return=10.0)
 
 
 def _model_inputs(seed: int = 0):

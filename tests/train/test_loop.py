@@ -20,7 +20,7 @@ SMALL = {
     "td3bc": {"hidden_dim": 16, "batch_size": 16},
     "iql": {"hidden_dim": 16, "batch_size": 16},
     "cql": {"hidden_dim": 16, "batch_size": 16, "cql_n_actions": 3},
-    "dt": {"embed_dim": 16, "n_layers": 1, "context": 4, "batch_size": 8, "warmup_steps": 5},
+    "dt": {"hidden_dim": 16, "n_layers": 1, "context": 4, "batch_size": 8, "warmup_steps": 5},
 }
 
 

@@ -28,7 +28,7 @@ def test_td3bc_lambda_is_not_differentiated() -> None:
     assert torch.allclose(q.grad, torch.tensor([-0.5, -0.5]))
 
 
-def test_expectile_loss_weights_positive_errors_by_tau() -> None:
+def test_expectile_loss_weights_positive_errors_by_the_expectile() -> None:
     diff = torch.tensor([2.0, -1.0])
     assert math.isclose(expectile_loss(diff, 0.7).item(), (0.7 * 4 + 0.3 * 1) / 2, rel_tol=1e-6)
     assert math.isclose(expectile_loss(diff, 0.5).item(), 0.5 * (4 + 1) / 2, rel_tol=1e-6)
