@@ -5,11 +5,17 @@ NeurIPS 2021, https://arxiv.org/abs/2106.01345. Defaults are the paper's D4RL
 settings (context 20, 3 layers, 1 head, 128-wide embeddings, dropout 0.1, lr 1e-4
 with 10k linear warm-up, returns scaled by 1/1000, target returns per environment;
 AdamW weight decay 1e-4 and gradient clipping 0.25 as in its code and CORL's dt.py).
+Weights start as in CORL's dt.py and nanoGPT (GPT-2's scheme: Linear and Embedding
+weights N(0, 0.02), zero biases, LayerNorm at identity; no rescaled residual
+projections, which CORL leaves out). Weight decay applies to the weights of Linear
+layers only, none to biases, LayerNorm or embeddings, as minGPT's configure_optimizers
+(CORL's dt.py decays every parameter; nanoGPT decays embeddings too).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -29,7 +35,7 @@ class DTConfig:
     n_heads: int = 1  # attention heads per block
     dropout: float = 0.1  # dropout on embeddings, attention and residuals
     lr: float = 1e-4  # AdamW peak learning rate
-    weight_decay: float = 1e-4  # AdamW weight decay
+    weight_decay: float = 1e-4  # AdamW weight decay, on the weights of Linear layers only
     warmup_steps: int = 10_000  # linear learning-rate warm-up from lr / warmup_steps
     grad_clip: float = 0.25  # gradient norm clip
     batch_size: int = 64  # windows per update
@@ -42,6 +48,27 @@ def masked_action_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tens
     """Mean squared error over the [B, K] positions where mask is True, per action dim."""
     weight = mask.unsqueeze(-1).to(pred.dtype)  # [B, K, 1]
     return ((pred - target).square() * weight).sum() / (weight.sum() * pred.shape[-1]).clamp(min=1)
+
+
+def init_weights(module: nn.Module) -> None:
+    """GPT-2's initialisation (module docstring), for `nn.Module.apply`."""
+    if isinstance(module, (nn.Linear, nn.Embedding)):
+        nn.init.normal_(module.weight, mean=0.0, std=0.02)
+    if isinstance(module, nn.Linear) and module.bias is not None:
+        nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """AdamW groups: [weights of Linear layers, decayed], [every other parameter, not]."""
+    linear = {id(m.weight) for m in model.modules() if isinstance(m, nn.Linear)}
+    params = list(model.parameters())
+    return [
+        {"params": [p for p in params if id(p) in linear], "weight_decay": weight_decay},
+        {"params": [p for p in params if id(p) not in linear], "weight_decay": 0.0},
+    ]
 
 
 class Block(nn.Module):
@@ -86,6 +113,7 @@ class DecisionTransformerModel(nn.Module):
         )
         self.out_norm = nn.LayerNorm(c.hidden_dim)
         self.head = nn.Sequential(nn.Linear(c.hidden_dim, act_dim), nn.Tanh())
+        self.apply(init_weights)
 
     def forward(
         self,
@@ -127,8 +155,29 @@ class DecisionTransformer(Algorithm):
         self.obs_dim, self.act_dim = obs_dim, act_dim
         self.model = DecisionTransformerModel(obs_dim, act_dim, config).to(device)
         self.optimizer = torch.optim.AdamW(
-            self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay
+            param_groups(self.model, config.weight_decay), lr=config.lr
         )
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        saved = state["optimizer"]
+        if len(saved["param_groups"]) == 1:  # written when every parameter was decayed
+            state = state | {"optimizer": self._regrouped(saved)}
+        super().load_state_dict(state)
+
+    def _regrouped(self, saved: dict[str, Any]) -> dict[str, Any]:
+        """A one-group optimizer state (parameters in `model.parameters()` order) split into
+        today's groups, each parameter keeping its moments."""
+        (old,) = saved["param_groups"]
+        position = {id(p): i for i, p in enumerate(self.model.parameters())}
+        groups = [
+            old
+            | {
+                "weight_decay": group["weight_decay"],
+                "params": [old["params"][position[id(p)]] for p in group["params"]],
+            }
+            for group in self.optimizer.param_groups
+        ]
+        return saved | {"param_groups": groups}
 
     def update(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
         c = self.config

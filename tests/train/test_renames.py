@@ -10,7 +10,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from ssorl_train.algos import ALGORITHMS, make_config
+from ssorl_train.algos import ALGORITHMS, make_algorithm, make_config
 from ssorl_train.algos.renames import RENAMED_FIELDS, RENAMED_STATE
 from ssorl_train.checkpoint import load_checkpoint, paths, save_checkpoint
 from ssorl_train.cli.main import cli
@@ -64,16 +64,29 @@ def test_set_and_toml_overrides_with_an_old_name_fail_without_a_traceback(tmp_pa
 
 
 def _write_as_before_the_renames(stem: Path, algo: str, obs_dim: int, act_dim: int) -> None:
-    """Rewrite a checkpoint with the field names and state keys of before the renames."""
+    """Rewrite a checkpoint with the field names and state keys (and, for DT, the single
+    AdamW parameter group) that checkpoints had before the renames."""
     state, meta = load_checkpoint(stem)
     old_fields = {new: old for old, new in RENAMED_FIELDS.get(algo, {}).items()}
     old_keys = {new: old for old, new in RENAMED_STATE.get(algo, {}).items()}
     config = {old_fields.get(k, k): v for k, v in meta["algo_config"].items()}
     algorithm = {old_keys.get(k, k): v for k, v in state["algorithm"].items()}
+    if algo == "dt":
+        fresh = make_algorithm(
+            algo, make_config(algo, SMALL[algo]), obs_dim, act_dim, torch.device("cpu")
+        )
+        position = {id(p): i for i, p in enumerate(fresh.model.parameters())}
+        order = [position[id(p)] for g in fresh.optimizer.param_groups for p in g["params"]]
+        optimizer = algorithm["optimizer"]
+        (group, _) = optimizer["param_groups"]
+        algorithm["optimizer"] = {
+            "state": {order[i]: moments for i, moments in optimizer["state"].items()},
+            "param_groups": [group | {"params": sorted(order)}],
+        }
     save_checkpoint(stem, state | {"algorithm": algorithm}, meta | {"algo_config": config})
 
 
-@pytest.mark.parametrize("algo", ["iql", "cql"])
+@pytest.mark.parametrize("algo", ["iql", "cql", "dt"])
 def test_a_checkpoint_from_before_the_renames_evaluates_and_resumes_exactly(
     algo, make_data, tmp_path
 ) -> None:
