@@ -1,4 +1,11 @@
-"""The algorithms by name, each with its config dataclass."""
+"""The algorithms by name, each with its config dataclass.
+
+The configs share one vocabulary: `actor_lr`, `critic_lr`, `value_lr` (the learning rate
+of each network of an actor-critic; DT trains one network, its rate is `lr`), `hidden_dim`
+(width of hidden layers; DT: of its token embeddings), `n_layers` (hidden layers; DT:
+transformer blocks), `batch_size`, `gamma` (discount), `tau` (Polyak rate of target
+networks). Fields renamed since checkpoints were first written are in `renames`.
+"""
 
 from __future__ import annotations
 

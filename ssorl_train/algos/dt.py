@@ -34,7 +34,7 @@ class DTConfig:
     n_layers: int = 3  # transformer blocks
     n_heads: int = 1  # attention heads per block
     dropout: float = 0.1  # dropout on embeddings, attention and residuals
-    lr: float = 1e-4  # AdamW peak learning rate
+    lr: float = 1e-4  # AdamW peak learning rate (of the one network: no actor_ prefix)
     weight_decay: float = 1e-4  # AdamW weight decay, on the weights of Linear layers only
     warmup_steps: int = 10_000  # linear learning-rate warm-up from lr / warmup_steps
     grad_clip: float = 0.25  # gradient norm clip
