@@ -12,25 +12,31 @@ pure vectorised torch: no build, any device, slower on CPU). `backend_info()`
 says which and why. Each wrapper also takes `backend=` to run a specific one
 (tests and benchmarks compare them).
 
-Bad indices raise `KernelIndexError` (an IndexError) naming the sample and
-its values; bad dtypes, shapes, devices or layouts raise `KernelInputError`
-(a ValueError). Inside a torch.compile'd graph the C++ op raises the plain
-IndexError / ValueError with the same message, so catch the built-ins. Nothing
-is ever read out of bounds.
+Each op's arguments are one table in ssorl_data.kernels.spec, which checks the
+calls of the numba and torch backends, drives the fake kernels and words any
+error the C++ kernels raise (`_run_cpp`, the one place that maps them), so a bad
+call gets the same message on every backend. Bad indices raise
+`KernelIndexError` (an IndexError) naming the sample and its values; bad dtypes,
+shapes, devices or layouts raise `KernelInputError` (a ValueError). Inside a
+torch.compile'd graph the C++ op raises the plain IndexError / ValueError with
+the C++ check's message (csrc/op_args.h), so catch the built-ins. Nothing is
+ever read out of bounds.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from types import ModuleType
+from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor
 
 from ssorl_data.errors import KernelBuildError, KernelIndexError, KernelInputError
-from ssorl_data.kernels import BAD_EPISODE, BAD_STEP
 from ssorl_data.kernels import backend as _backend
+from ssorl_data.kernels import spec as _spec
 from ssorl_data.kernels.backend import BackendInfo
+from ssorl_data.kernels.spec import IDM_WINDOWS, RETURNS_TO_GO, SUBTRAJECTORIES, OpSpec
 
 __all__ = [
     "BackendInfo",
@@ -101,48 +107,8 @@ def idm_windows(
     backend: str | None = None,
 ) -> None:
     """Fill out [B, k+2, D] with normalised s_{t-k}..s_t, s_{t+1}; valid is False where clamped."""
-    name = _select(backend)
-    if name == "cpp":
-        try:
-            torch.ops.ssorl.idm_windows(
-                observations,
-                step_start,
-                lengths,
-                episode_index,
-                step_index,
-                mean,
-                std,
-                k,
-                out,
-                valid,
-            )
-        except IndexError as exc:
-            raise KernelIndexError(str(exc)) from None
-        except ValueError as exc:
-            raise KernelInputError(str(exc)) from None
-        return
-    op = "idm_windows"
-    obs = _checked(observations, op, "observations", torch.float32, 2, name)
-    n_rows, n_dim = obs.shape
-    dev = obs.device
-    ss, ln = _table(step_start, lengths, op, name, dev)
-    ei = _checked(episode_index, op, "episode_index", torch.int64, 1, name, dev)
-    batch = ei.shape[0]
-    si = _checked(step_index, op, "step_index", torch.int64, 1, name, dev, (batch,), "per sample")
-    mu = _checked(mean, op, "mean", torch.float32, 1, name, dev, (n_dim,), "observation dim")
-    sd = _checked(std, op, "std", torch.float32, 1, name, dev, (n_dim,), "observation dim")
-    if k < 0:
-        raise KernelInputError(f"ssorl.{op}: expected k >= 0 past states. Got {k!r} instead.")
-    window = (batch, k + 2)
-    y = _checked(out, op, "out", torch.float32, 3, name, dev, (*window, n_dim), "B, k + 2, D")
-    v = _checked(valid, op, "valid", torch.bool, 2, name, dev, window, "batch, k + 2")
-    kernels = _kernels(name)
-    arrays = _as_backend(name, obs, ss, ln, ei, si, mu, sd, y, v)
-    obs, ss, ln, ei, si, mu, sd, y, v = arrays
-    b, code = kernels.first_bad_idm_sample(n_rows, ss, ln, ei, si)
-    if b >= 0:
-        _raise_idm_index_error(op, int(b), int(code), n_rows, *_host(ss, ln, ei, si))
-    kernels.idm_windows(obs, ss, ei, si, mu, sd, k, y, v)
+    args = (observations, step_start, lengths, episode_index, step_index, mean, std, k, out, valid)
+    _run(IDM_WINDOWS, args, backend)
 
 
 def subtrajectories(
@@ -165,62 +131,11 @@ def subtrajectories(
     backend: str | None = None,
 ) -> None:
     """Fill left-padded K-step windows from local step `start`: real steps last, pad rows zero."""
-    name = _select(backend)
-    if name == "cpp":
-        try:
-            torch.ops.ssorl.subtrajectories(
-                observations,
-                actions,
-                returns_to_go,
-                step_start,
-                lengths,
-                episode_index,
-                start,
-                mean,
-                std,
-                context,
-                states_out,
-                actions_out,
-                rtg_out,
-                timesteps_out,
-                mask_out,
-            )
-        except IndexError as exc:
-            raise KernelIndexError(str(exc)) from None
-        except ValueError as exc:
-            raise KernelInputError(str(exc)) from None
-        return
-    op = "subtrajectories"
-    obs = _checked(observations, op, "observations", torch.float32, 2, name)
-    n_rows, n_dim = obs.shape
-    dev = obs.device
-    act = _checked(actions, op, "actions", torch.float32, 2, name, dev)
-    n_steps, n_act = act.shape
-    rtg = _checked(returns_to_go, op, "returns_to_go", torch.float32, 1, name, dev, (n_steps,), "N")
-    ss, ln = _table(step_start, lengths, op, name, dev)
-    ei = _checked(episode_index, op, "episode_index", torch.int64, 1, name, dev)
-    batch = ei.shape[0]
-    st = _checked(start, op, "start", torch.int64, 1, name, dev, (batch,), "one per sample")
-    mu = _checked(mean, op, "mean", torch.float32, 1, name, dev, (n_dim,), "observation dim")
-    sd = _checked(std, op, "std", torch.float32, 1, name, dev, (n_dim,), "observation dim")
-    if context < 1:
-        raise KernelInputError(f"ssorl.{op}: expected context >= 1 steps. Got {context!r} instead.")
-    bk = (batch, context)
-    so = _checked(states_out, op, "states_out", torch.float32, 3, name, dev, (*bk, n_dim), "B,K,D")
-    ao = _checked(
-        actions_out, op, "actions_out", torch.float32, 3, name, dev, (*bk, n_act), "B,K,A"
-    )
-    ro = _checked(rtg_out, op, "rtg_out", torch.float32, 2, name, dev, bk, "batch, context")
-    to = _checked(timesteps_out, op, "timesteps_out", torch.int64, 2, name, dev, bk, "B, K")
-    mo = _checked(mask_out, op, "mask_out", torch.bool, 2, name, dev, bk, "batch, context")
-    kernels = _kernels(name)
-    arrays = _as_backend(name, obs, act, rtg, ss, ln, ei, st, mu, sd, so, ao, ro, to, mo)
-    obs, act, rtg, ss, ln, ei, st, mu, sd, so, ao, ro, to, mo = arrays
-    b, code = kernels.first_bad_subtrajectory_sample(n_rows, n_steps, ss, ln, ei, st)
-    if b >= 0:
-        host = _host(ss, ln, ei, st)
-        _raise_subtrajectory_index_error(op, int(b), int(code), n_rows, n_steps, *host)
-    kernels.subtrajectories(obs, act, rtg, ss, ln, ei, st, mu, sd, so, ao, ro, to, mo)
+    args = (
+        observations, actions, returns_to_go, step_start, lengths, episode_index, start, mean,
+        std, context, states_out, actions_out, rtg_out, timesteps_out, mask_out,
+    )  # fmt: skip
+    _run(SUBTRAJECTORIES, args, backend)
 
 
 def returns_to_go(
@@ -233,104 +148,79 @@ def returns_to_go(
     backend: str | None = None,
 ) -> None:
     """Fill out[g] with the discounted return from step g to its episode's end (float64 sums)."""
+    _run(RETURNS_TO_GO, (rewards, step_start, lengths, gamma, out), backend)
+
+
+# --------------------------------------------------------------------------- running an op
+
+
+def _run(spec: OpSpec, args: Sequence[Any], backend: str | None) -> None:
+    """Check the arguments against the spec, then the sample indices, then run the kernel."""
     name = _select(backend)
     if name == "cpp":
-        try:
-            torch.ops.ssorl.returns_to_go(rewards, step_start, lengths, gamma, out)
-        except IndexError as exc:
-            raise KernelIndexError(str(exc)) from None
-        except ValueError as exc:
-            raise KernelInputError(str(exc)) from None
+        _run_cpp(spec, args)
         return
-    op = "returns_to_go"
-    r = _checked(rewards, op, "rewards", torch.float32, 1, name)
-    n_steps = r.shape[0]
-    ss, ln = _table(step_start, lengths, op, name, r.device)
-    y = _checked(out, op, "out", torch.float32, 1, name, r.device, (n_steps,), "one per step")
+    sizes = _spec.check_args(spec, args, name, _require)
     kernels = _kernels(name)
-    r, ss, ln, y = _as_backend(name, r, ss, ln, y)
-    e = int(kernels.first_bad_episode(n_steps, ss, ln))
-    if e >= 0:
-        s, t = (int(x[e]) for x in _host(ss, ln))
-        raise KernelIndexError(
-            f"ssorl.{op}: episode {e} spans global steps [{s}, {s + t}) but rewards has "
-            f"{n_steps} steps. Pass the episode table of these rewards (lengths >= 1)."
-        )
-    kernels.returns_to_go(r, ss, ln, float(gamma), y)
+    arrays = _as_backend(name, spec, args)
+    named = spec.bind(arrays)
+    where, code = _first_bad(spec, kernels, sizes, named)
+    if where >= 0:
+        raise _spec.index_error(spec, where, code, sizes, named)
+    getattr(kernels, spec.name)(*arrays)
 
 
-# --------------------------------------------------------------------------- fake kernels
-
-
-def _register_fakes() -> None:
-    """Register shape-checking fake kernels once the C++ schemas exist (torch.compile, opcheck)."""
-    global _CPP_LOADED
-    if _CPP_LOADED:
+def _run_cpp(spec: OpSpec, args: Sequence[Any]) -> None:
+    """Call torch.ops.ssorl; map what it raises to the error every backend raises for that call."""
+    try:
+        getattr(torch.ops.ssorl, spec.name)(*args)
         return
-    torch.library.register_fake("ssorl::idm_windows")(_idm_windows_fake)
-    torch.library.register_fake("ssorl::subtrajectories")(_subtrajectories_fake)
-    torch.library.register_fake("ssorl::returns_to_go")(_returns_to_go_fake)
-    _CPP_LOADED = True
+    except (IndexError, ValueError, TypeError, RuntimeError) as exc:
+        error = _cpp_error(spec, args, exc)
+    raise error from None
 
 
-def _idm_windows_fake(
-    observations: Tensor,
-    step_start: Tensor,
-    lengths: Tensor,
-    episode_index: Tensor,
-    step_index: Tensor,
-    mean: Tensor,
-    std: Tensor,
-    k: int,
-    out: Tensor,
-    valid: Tensor,
-) -> None:
-    batch, n_dim = episode_index.shape[0], observations.shape[1]
-    torch._check(k >= 0, lambda: f"ssorl.idm_windows: expected k >= 0. Got {k} instead.")
-    torch._check(lengths.shape[0] == step_start.shape[0], lambda: "lengths/step_start mismatch")
-    torch._check(step_index.shape[0] == batch, lambda: "step_index must have one step per sample")
-    torch._check(mean.shape[0] == n_dim and std.shape[0] == n_dim, lambda: "mean/std: obs dim")
-    torch._check(out.shape == (batch, k + 2, n_dim), lambda: f"out must be {[batch, k + 2, n_dim]}")
-    torch._check(valid.shape == (batch, k + 2), lambda: f"valid must be {[batch, k + 2]}")
+def _cpp_error(spec: OpSpec, args: Sequence[Any], exc: Exception) -> Exception:
+    """The spec's wording of the bad argument or index behind a C++ error, else the C++ text.
+
+    Runs only after a failure, so the fast path pays nothing for the common wording.
+    """
+    try:
+        sizes = _spec.check_args(spec, args, "cpp", _require)
+    except KernelInputError as bad_argument:
+        return bad_argument
+    if isinstance(exc, NotImplementedError):  # the dispatcher has no kernel for this device
+        first = args[0]
+        return KernelInputError(
+            f"ssorl.{spec.name}: the C++ kernels have no {first.device.type} build. Got "
+            f"{spec.names[0]} on {first.device} instead; build them with SSORL_BUILD_CUDA=1 or "
+            "use backend='torch'."
+        )
+    if isinstance(exc, IndexError):
+        from ssorl_data.kernels import torch_ops  # the checks run on any device
+
+        named = spec.bind(args)
+        where, code = _first_bad(spec, torch_ops, sizes, named)
+        if where >= 0:
+            return _spec.index_error(spec, where, code, sizes, named)
+        return KernelIndexError(str(exc))
+    if isinstance(exc, ValueError):
+        return KernelInputError(str(exc))
+    return exc
 
 
-def _subtrajectories_fake(
-    observations: Tensor,
-    actions: Tensor,
-    returns_to_go: Tensor,
-    step_start: Tensor,
-    lengths: Tensor,
-    episode_index: Tensor,
-    start: Tensor,
-    mean: Tensor,
-    std: Tensor,
-    context: int,
-    states_out: Tensor,
-    actions_out: Tensor,
-    rtg_out: Tensor,
-    timesteps_out: Tensor,
-    mask_out: Tensor,
-) -> None:
-    batch, n_dim, n_act = episode_index.shape[0], observations.shape[1], actions.shape[1]
-    torch._check(context >= 1, lambda: f"ssorl.subtrajectories: context >= 1, got {context}")
-    torch._check(returns_to_go.shape[0] == actions.shape[0], lambda: "returns_to_go: one per step")
-    torch._check(lengths.shape[0] == step_start.shape[0], lambda: "lengths/step_start mismatch")
-    torch._check(start.shape[0] == batch, lambda: "start must have one step per sample")
-    torch._check(mean.shape[0] == n_dim and std.shape[0] == n_dim, lambda: "mean/std: obs dim")
-    torch._check(states_out.shape == (batch, context, n_dim), lambda: "states_out: [B, K, D]")
-    torch._check(actions_out.shape == (batch, context, n_act), lambda: "actions_out: [B, K, A]")
-    for t in (rtg_out, timesteps_out, mask_out):
-        torch._check(t.shape == (batch, context), lambda: "rtg/timesteps/mask_out: [B, K]")
+def _require(ok: bool, message: Callable[[], str]) -> None:
+    if not ok:
+        raise KernelInputError(message())
 
 
-def _returns_to_go_fake(
-    rewards: Tensor, step_start: Tensor, lengths: Tensor, gamma: float, out: Tensor
-) -> None:
-    torch._check(lengths.shape[0] == step_start.shape[0], lambda: "lengths/step_start mismatch")
-    torch._check(out.shape == rewards.shape, lambda: "out must have the shape of rewards")
-
-
-# --------------------------------------------------------------------------- numba / torch side
+def _first_bad(
+    spec: OpSpec, kernels: ModuleType, sizes: dict[str, Any], named: dict[str, Any]
+) -> tuple[int, int]:
+    """(sample or episode, code) from the backend's `first_bad_<op>`, fed as the spec says."""
+    inputs = [sizes[n] if n in sizes else named[n] for n in spec.index_inputs]
+    where, code = getattr(kernels, f"first_bad_{spec.name}")(*inputs)
+    return int(where), int(code)
 
 
 def _kernels(backend: str) -> ModuleType:
@@ -344,130 +234,24 @@ def _kernels(backend: str) -> ModuleType:
     return torch_ops
 
 
-def _checked(
-    t: Tensor,
-    op: str,
-    arg: str,
-    dtype: torch.dtype,
-    ndim: int,
-    backend: str,
-    device: torch.device | None = None,
-    shape: tuple[int, ...] | None = None,
-    what: str = "",
-) -> Tensor:
-    """Check one argument as the C++ kernels do: dtype, rank, device, layout, shape."""
-    if not isinstance(t, Tensor):
-        raise KernelInputError(
-            f"ssorl.{op}: expected {arg} to be a torch.Tensor. Got {type(t).__name__} instead."
-        )
-    if t.dtype != dtype:
-        raise KernelInputError(
-            f"ssorl.{op}: expected {arg} of dtype {dtype}. Got {t.dtype} instead."
-        )
-    if t.dim() != ndim:
-        raise KernelInputError(
-            f"ssorl.{op}: expected {arg} with {ndim} dimensions. Got shape {tuple(t.shape)} "
-            "instead."
-        )
-    if backend == "numba" and t.device.type != "cpu":
-        raise KernelInputError(
-            f"ssorl.{op}: the numba backend runs on CPU tensors. Got {arg} on {t.device} instead; "
-            "use backend='torch' or the cpp backend built with CUDA for GPU tensors."
-        )
-    if device is not None and t.device != device:
-        raise KernelInputError(
-            f"ssorl.{op}: expected {arg} on {device}, like observations. Got {t.device} instead; "
-            "move all arguments to one device."
-        )
-    if not t.is_contiguous():
-        raise KernelInputError(
-            f"ssorl.{op}: expected {arg} to be contiguous. Got strides {t.stride()} instead; "
-            "call .contiguous() first."
-        )
-    if shape is not None and tuple(t.shape) != shape:
-        raise KernelInputError(
-            f"ssorl.{op}: expected {arg} of shape {shape} ({what}). Got {tuple(t.shape)} instead."
-        )
-    return t
-
-
-def _table(
-    step_start: Tensor, lengths: Tensor, op: str, backend: str, device: torch.device
-) -> tuple[Tensor, Tensor]:
-    ss = _checked(step_start, op, "step_start", torch.int64, 1, backend, device)
-    n_episodes = tuple(ss.shape)
-    ln = _checked(
-        lengths, op, "lengths", torch.int64, 1, backend, device, n_episodes, "per episode"
-    )
-    return ss, ln
-
-
-def _as_backend(backend: str, *tensors: Tensor) -> tuple:
-    """NumPy views (no copy) for numba; the tensors themselves for torch."""
-    if backend == "numba":
-        return tuple(t.detach().numpy() for t in tensors)
-    return tensors
-
-
-def _host(*arrays: Tensor | np.ndarray) -> tuple[np.ndarray, ...]:
-    """Host NumPy copies of small index arrays, to word an error message."""
-    return tuple(a if isinstance(a, np.ndarray) else a.detach().cpu().numpy() for a in arrays)
-
-
-def _raise_idm_index_error(
-    op: str,
-    b: int,
-    code: int,
-    n_rows: int,
-    ss: np.ndarray,
-    ln: np.ndarray,
-    ei: np.ndarray,
-    si: np.ndarray,
-) -> None:
-    e, g = int(ei[b]), int(si[b])
-    if code == BAD_EPISODE:
-        raise KernelIndexError(
-            f"ssorl.{op}: sample {b} has episode_index {e}, outside [0, {ss.shape[0]}). "
-            "Pass episode indices of this episode table."
-        )
-    s, t = int(ss[e]), int(ln[e])
-    if code == BAD_STEP:
-        raise KernelIndexError(
-            f"ssorl.{op}: sample {b} has step_index {g}, outside its episode {e} (global steps "
-            f"[{s}, {s + t})). Pass the global step of a step of that episode."
-        )
-    raise KernelIndexError(
-        f"ssorl.{op}: sample {b} (episode {e}, step {g}) needs observation rows [{s + e}, "
-        f"{g + e + 2}) but observations has {n_rows} rows. The episode table does not match "
-        "the observations (N + E rows)."
+def _as_backend(backend: str, spec: OpSpec, args: Sequence[Any]) -> tuple[Any, ...]:
+    """Scalars as their spec's kind; tensors as NumPy views (no copy) for numba, else unchanged."""
+    return tuple(
+        a.kind(v)
+        if isinstance(a, _spec.ScalarArg)
+        else (v.detach().numpy() if backend == "numba" else v)
+        for a, v in zip(spec.args, args, strict=True)
     )
 
 
-def _raise_subtrajectory_index_error(
-    op: str,
-    b: int,
-    code: int,
-    n_rows: int,
-    n_steps: int,
-    ss: np.ndarray,
-    ln: np.ndarray,
-    ei: np.ndarray,
-    st: np.ndarray,
-) -> None:
-    e = int(ei[b])
-    if code == BAD_EPISODE:
-        raise KernelIndexError(
-            f"ssorl.{op}: sample {b} has episode_index {e}, outside [0, {ss.shape[0]}). "
-            "Pass episode indices of this episode table."
-        )
-    s, t = int(ss[e]), int(ln[e])
-    if code == BAD_STEP:
-        raise KernelIndexError(
-            f"ssorl.{op}: sample {b} has start {int(st[b])}, outside its episode {e} (local "
-            f"steps [0, {t})). Pass a local step index of that episode."
-        )
-    raise KernelIndexError(
-        f"ssorl.{op}: sample {b} (episode {e}) spans global steps [{s}, {s + t}) but the step "
-        f"arrays have {n_steps} rows and observations {n_rows}. The episode table does not "
-        "match the arrays."
-    )
+# --------------------------------------------------------------------------- fake kernels
+
+
+def _register_fakes() -> None:
+    """Register the spec's fake kernels once the C++ schemas exist (torch.compile, opcheck)."""
+    global _CPP_LOADED
+    if _CPP_LOADED:
+        return
+    for spec in _spec.SPECS.values():
+        torch.library.register_fake(f"ssorl::{spec.name}")(_spec.fake_kernel(spec))
+    _CPP_LOADED = True

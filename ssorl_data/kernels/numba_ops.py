@@ -1,9 +1,10 @@
 """numba kernels with the exact semantics of the C++ ops (see csrc/cpu/).
 
-Used when the C++ build is unavailable or SSORL_BACKEND=numba. Each public
-kernel takes NumPy arrays whose dtypes and shapes ssorl_data.ops has already
-checked; the `first_bad_*` functions find the first sample with invalid
-indices, so ops can raise before any kernel reads out of bounds.
+Used when the C++ build is unavailable or SSORL_BACKEND=numba. Each kernel takes
+the arguments of its op's schema, as NumPy arrays whose dtypes and shapes
+ssorl_data.ops has checked against ssorl_data.kernels.spec; `first_bad_<op>`
+finds the first sample (or episode) with invalid indices, with the inputs the
+spec's `index_inputs` name, so ops can raise before any kernel reads out of bounds.
 Arithmetic is float32 `(x - mean) / std` and a float64 backward accumulation
 for returns-to-go, as in every backend, so results agree bit for bit.
 """
@@ -18,7 +19,7 @@ from ssorl_data.kernels import BAD_EPISODE, BAD_STEP, BAD_TABLE, OK
 
 
 @numba.njit(cache=True)
-def first_bad_idm_sample(
+def first_bad_idm_windows(
     n_rows: int,
     step_start: np.ndarray,
     lengths: np.ndarray,
@@ -41,7 +42,7 @@ def first_bad_idm_sample(
 
 
 @numba.njit(cache=True)
-def first_bad_subtrajectory_sample(
+def first_bad_subtrajectories(
     n_rows: int,
     n_steps: int,
     step_start: np.ndarray,
@@ -65,18 +66,21 @@ def first_bad_subtrajectory_sample(
 
 
 @numba.njit(cache=True)
-def first_bad_episode(n_steps: int, step_start: np.ndarray, lengths: np.ndarray) -> int:
-    """The first episode whose steps lie outside [0, n_steps) or that is empty, or -1."""
+def first_bad_returns_to_go(
+    n_steps: int, step_start: np.ndarray, lengths: np.ndarray
+) -> tuple[int, int]:
+    """(episode, BAD_TABLE) of the first empty episode or one outside [0, n_steps), or (-1, OK)."""
     for e in range(step_start.shape[0]):
         if step_start[e] < 0 or lengths[e] < 1 or step_start[e] + lengths[e] > n_steps:
-            return e
-    return -1
+            return e, BAD_TABLE
+    return -1, OK
 
 
 @numba.njit(parallel=True, cache=True)
 def idm_windows(
     observations: np.ndarray,
     step_start: np.ndarray,
+    lengths: np.ndarray,  # in the schema; the sample check has used it
     episode_index: np.ndarray,
     step_index: np.ndarray,
     mean: np.ndarray,
@@ -112,6 +116,7 @@ def subtrajectories(
     start: np.ndarray,
     mean: np.ndarray,
     std: np.ndarray,
+    context: int,
     states_out: np.ndarray,
     actions_out: np.ndarray,
     rtg_out: np.ndarray,
@@ -121,7 +126,6 @@ def subtrajectories(
     """Fill left-padded context windows: real steps last, zero pad rows masked False."""
     n_dim = observations.shape[1]
     n_act = actions.shape[1]
-    context = states_out.shape[1]
     for b in prange(episode_index.shape[0]):
         e = episode_index[b]
         t0 = start[b]

@@ -6,8 +6,10 @@ torch ops. Arithmetic matches the other backends bit for bit: float32
 `(x - mean) / std` as two operations, and returns-to-go accumulated in float64
 as `r + gamma * acc` (a multiply, then an add: never fused).
 
-Each `first_bad_*` returns (sample, code) as ssorl_data.kernels.numba_ops does,
-with (-1, OK) when every sample is valid; checking costs one device sync.
+Each kernel takes its op's schema arguments and each `first_bad_<op>` returns
+(sample, code) as ssorl_data.kernels.numba_ops does, with (-1, OK) when every
+sample is valid; checking costs one device sync. ssorl_data.ops also uses these
+checks to word an index error the C++ kernels raised, on whatever device.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ def _episode_rows(step_start: Tensor, lengths: Tensor, episode_index: Tensor) ->
     return bad_episode, step_start[safe], lengths[safe]
 
 
-def first_bad_idm_sample(
+def first_bad_idm_windows(
     n_rows: int, step_start: Tensor, lengths: Tensor, episode_index: Tensor, step_index: Tensor
 ) -> tuple[int, int]:
     """(sample, code) of the first sample whose window is not inside its episode, or (-1, OK)."""
@@ -48,7 +50,7 @@ def first_bad_idm_sample(
     return _first(bad, [(bad_episode, BAD_EPISODE), (bad_step, BAD_STEP), (bad_table, BAD_TABLE)])
 
 
-def first_bad_subtrajectory_sample(
+def first_bad_subtrajectories(
     n_rows: int,
     n_steps: int,
     step_start: Tensor,
@@ -64,15 +66,16 @@ def first_bad_subtrajectory_sample(
     return _first(bad, [(bad_episode, BAD_EPISODE), (bad_step, BAD_STEP), (bad_table, BAD_TABLE)])
 
 
-def first_bad_episode(n_steps: int, step_start: Tensor, lengths: Tensor) -> int:
-    """The first episode whose steps lie outside [0, n_steps) or that is empty, or -1."""
+def first_bad_returns_to_go(n_steps: int, step_start: Tensor, lengths: Tensor) -> tuple[int, int]:
+    """(episode, BAD_TABLE) of the first empty episode or one outside [0, n_steps), or (-1, OK)."""
     bad = (step_start < 0) | (lengths < 1) | (step_start + lengths > n_steps)
-    return int(torch.nonzero(bad)[0, 0]) if bool(bad.any()) else -1
+    return _first(bad, [(bad, BAD_TABLE)])
 
 
 def idm_windows(
     observations: Tensor,
     step_start: Tensor,
+    lengths: Tensor,  # in the schema; the sample check has used it
     episode_index: Tensor,
     step_index: Tensor,
     mean: Tensor,
@@ -101,6 +104,7 @@ def subtrajectories(
     start: Tensor,
     mean: Tensor,
     std: Tensor,
+    context: int,
     states_out: Tensor,
     actions_out: Tensor,
     rtg_out: Tensor,
@@ -108,7 +112,6 @@ def subtrajectories(
     mask_out: Tensor,
 ) -> None:
     """Fill left-padded context windows: real steps last, zero pad rows masked False."""
-    context = states_out.shape[1]
     position = torch.arange(context, device=observations.device)[None, :]
     n_real = torch.clamp(lengths[episode_index] - start, max=context)[:, None]
     pad = context - n_real

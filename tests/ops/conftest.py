@@ -13,6 +13,8 @@ import torch
 from ssorl_data import ops
 from ssorl_data.errors import KernelBuildWarning
 
+from . import reference
+
 BACKENDS = ("cpp", "numba", "torch")
 # Without a C++ compiler the cpp cases are skipped; with one, a broken build fails them.
 HAS_COMPILER = shutil.which(os.environ.get("CXX", "c++")) is not None
@@ -53,3 +55,65 @@ class Table:
     def t(self, name: str) -> torch.Tensor:
         """An attribute as a torch tensor sharing memory."""
         return torch.from_numpy(getattr(self, name))
+
+
+@pytest.fixture(scope="session")
+def cpp() -> None:
+    """Load the C++ library (built once and cached) whatever the default backend is."""
+    if not HAS_COMPILER:
+        pytest.skip("no C++ compiler on PATH: the cpp backend cannot be built here")
+    ops.idm_windows(*sample_inputs("cpu")["idm_windows"], backend="cpp")
+
+
+def sample_inputs(device: str) -> dict[str, list]:
+    """One small valid argument list per op, with length-1 and short episodes."""
+    table = Table([1, 4, 2], n_dim=3, n_act=2, seed=5)
+
+    def t(name: str) -> torch.Tensor:
+        return table.t(name).to(device)
+
+    def long(values: list[int]) -> torch.Tensor:
+        return torch.tensor(values, dtype=torch.int64, device=device)
+
+    rtg = torch.from_numpy(
+        reference.returns_to_go(table.rewards, table.step_start, table.lengths, 0.9)
+    ).to(device)
+    zeros = {"device": device}
+    return {
+        "idm_windows": [
+            t("observations"),
+            t("step_start"),
+            t("lengths"),
+            long([0, 1, 1, 2]),
+            long([0, 1, 4, 6]),
+            t("mean"),
+            t("std"),
+            2,
+            torch.zeros(4, 4, 3, **zeros),
+            torch.zeros(4, 4, dtype=torch.bool, **zeros),
+        ],
+        "subtrajectories": [
+            t("observations"),
+            t("actions"),
+            rtg,
+            t("step_start"),
+            t("lengths"),
+            long([0, 1, 2]),
+            long([0, 2, 1]),
+            t("mean"),
+            t("std"),
+            3,
+            torch.zeros(3, 3, 3, **zeros),
+            torch.zeros(3, 3, 2, **zeros),
+            torch.zeros(3, 3, **zeros),
+            torch.zeros(3, 3, dtype=torch.int64, **zeros),
+            torch.zeros(3, 3, dtype=torch.bool, **zeros),
+        ],
+        "returns_to_go": [
+            t("rewards"),
+            t("step_start"),
+            t("lengths"),
+            0.9,
+            torch.zeros(7, **zeros),
+        ],
+    }

@@ -12,70 +12,7 @@ import torch
 from ssorl_data import ops
 from ssorl_data.kernels import backend as kernel_backend
 
-from . import reference
-from .conftest import HAS_COMPILER, Table
-
-
-@pytest.fixture(scope="module")
-def cpp() -> None:
-    """Load the C++ library (built once and cached) whatever the default backend is."""
-    if not HAS_COMPILER:
-        pytest.skip("no C++ compiler on PATH: the cpp backend cannot be built here")
-    ops.idm_windows(*sample_inputs("cpu")["idm_windows"], backend="cpp")
-
-
-def sample_inputs(device: str) -> dict[str, list]:
-    """One small valid argument list per op, with length-1 and short episodes."""
-    table = Table([1, 4, 2], n_dim=3, n_act=2, seed=5)
-
-    def t(name: str) -> torch.Tensor:
-        return table.t(name).to(device)
-
-    def long(values: list[int]) -> torch.Tensor:
-        return torch.tensor(values, dtype=torch.int64, device=device)
-
-    rtg = torch.from_numpy(
-        reference.returns_to_go(table.rewards, table.step_start, table.lengths, 0.9)
-    ).to(device)
-    zeros = {"device": device}
-    return {
-        "idm_windows": [
-            t("observations"),
-            t("step_start"),
-            t("lengths"),
-            long([0, 1, 1, 2]),
-            long([0, 1, 4, 6]),
-            t("mean"),
-            t("std"),
-            2,
-            torch.zeros(4, 4, 3, **zeros),
-            torch.zeros(4, 4, dtype=torch.bool, **zeros),
-        ],
-        "subtrajectories": [
-            t("observations"),
-            t("actions"),
-            rtg,
-            t("step_start"),
-            t("lengths"),
-            long([0, 1, 2]),
-            long([0, 2, 1]),
-            t("mean"),
-            t("std"),
-            3,
-            torch.zeros(3, 3, 3, **zeros),
-            torch.zeros(3, 3, 2, **zeros),
-            torch.zeros(3, 3, **zeros),
-            torch.zeros(3, 3, dtype=torch.int64, **zeros),
-            torch.zeros(3, 3, dtype=torch.bool, **zeros),
-        ],
-        "returns_to_go": [
-            t("rewards"),
-            t("step_start"),
-            t("lengths"),
-            0.9,
-            torch.zeros(7, **zeros),
-        ],
-    }
+from .conftest import sample_inputs
 
 
 @pytest.mark.parametrize("name", ["idm_windows", "subtrajectories", "returns_to_go"])
