@@ -6,8 +6,8 @@ settings (context 20, 3 layers, 1 head, 128-wide embeddings, dropout 0.1, lr 1e-
 with 10k linear warm-up, returns scaled by 1/1000, target returns per environment;
 AdamW weight decay 1e-4 and gradient clipping 0.25 as in its code and CORL's dt.py).
 Weights start as in CORL's dt.py and nanoGPT (GPT-2's scheme: Linear and Embedding
-weights N(0, 0.02), zero biases, LayerNorm at identity; no rescaled residual
-projections, which CORL leaves out). Weight decay applies to the weights of Linear
+weights N(0, 0.02), zero biases, LayerNorm at identity; like CORL, without nanoGPT's
+smaller std for residual projections). Weight decay applies to the weights of Linear
 layers only, none to biases, LayerNorm or embeddings, as minGPT's configure_optimizers
 (CORL's dt.py decays every parameter; nanoGPT decays embeddings too).
 """
