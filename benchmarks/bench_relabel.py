@@ -130,9 +130,9 @@ def main() -> None:
             windows = all_windows(store, idm)
             table = store.episode_table()
             obs = store.read_observations(0, store.n_steps + store.n_episodes)
-            bounds = table.step_start + np.arange(table.n_episodes)
+            bounds = table.obs_start  # first observation row of each episode
             stride = max(1, -(-store.n_steps // args.loop_steps))
-            episodes = list(zip(bounds, table.length, strict=True))[::stride]
+            episodes = list(zip(bounds, table.lengths, strict=True))[::stride]
             dataset = {"observations": [obs[b : b + t + 1] for b, t in episodes]}
             n = store.n_steps
             steps = {name: n for name in ("ssorl", "forward_ceiling", "data_path")}

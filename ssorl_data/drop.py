@@ -32,7 +32,7 @@ def drop_actions(
             meta.observation_space,
             meta.action_space,
             env_id=meta.env_id,
-            chunk_steps=meta.chunk_steps,
+            chunk_steps=source.chunk_steps,
             ref_min_score=meta.ref_min_score,
             ref_max_score=meta.ref_max_score,
             extra=meta.extra,
@@ -41,8 +41,8 @@ def drop_actions(
         with target, target.appending("drop-actions", provenance) as appender:
             first = 0
             for batch in source.iter_batches():
-                stop = first + len(batch.lengths)
-                steps = np.repeat(drop[first:stop], batch.lengths)
+                stop = first + batch.n_episodes
+                steps = batch.index.per_step(drop[first:stop])
                 actions = np.array(batch.actions)  # a writable copy
                 actions[steps] = np.nan
                 appender.add(dataclasses.replace(batch, actions=actions))

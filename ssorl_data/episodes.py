@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ssorl_data.episode_index import EpisodeIndex
 from ssorl_data.errors import EpisodeValidationError
 
 
@@ -35,10 +36,10 @@ class EpisodeBatch:
     def n_episodes(self) -> int:
         return int(self.lengths.shape[0])
 
-    @property
-    def step_start(self) -> np.ndarray:
-        """First step of each episode inside this batch, [E] int64."""
-        return np.concatenate(([0], np.cumsum(self.lengths)[:-1])).astype(np.int64)
+    @functools.cached_property
+    def index(self) -> EpisodeIndex:
+        """Where each episode lies inside this batch (steps and observation rows from 0)."""
+        return EpisodeIndex.from_lengths(self.lengths)
 
     @functools.cached_property
     def action_mask(self) -> np.ndarray:
@@ -53,20 +54,20 @@ class EpisodeBatch:
         """Undiscounted return of each episode, summed in float64, [E]."""
         if self.n_episodes == 0:
             return np.zeros(0, np.float64)
-        return np.add.reduceat(self.rewards.astype(np.float64), self.step_start)
+        return np.add.reduceat(self.rewards.astype(np.float64), self.index.step_start)
 
     def episode_labelled(self) -> np.ndarray:
         """True for episodes where every step has a recorded action, [E]."""
         if self.n_episodes == 0:
             return np.zeros(0, bool)
-        return np.logical_and.reduceat(self.action_mask, self.step_start)
+        return np.logical_and.reduceat(self.action_mask, self.index.step_start)
 
     def episode(self, index: int) -> EpisodeBatch:
         """Episode `index` of this batch, as a batch of one (views, no copies)."""
-        start = int(self.step_start[index])
-        stop = start + int(self.lengths[index])
+        start, stop = self.index.step_range(index, index + 1)
+        obs_start, obs_stop = self.index.obs_range(index, index + 1)
         return EpisodeBatch(
-            observations=self.observations[start + index : stop + index + 1],
+            observations=self.observations[obs_start:obs_stop],
             actions=self.actions[start:stop],
             rewards=self.rewards[start:stop],
             terminations=self.terminations[start:stop],
@@ -169,13 +170,12 @@ def find_problems(
     ]
     if problems:
         return problems
-    ends = np.cumsum(batch.lengths)
+    index = batch.index
 
     def where(step: int) -> str:
-        episode = int(np.searchsorted(ends, step, side="right"))
-        return f"{source}, episode {first_episode + episode}"
+        return f"{source}, episode {first_episode + int(index.episode_at(step))}"
 
-    return _value_problems(batch, ends, where) + _flag_problems(batch, ends, where)
+    return _value_problems(batch, index, where) + _flag_problems(batch, index, where)
 
 
 def _structure_problems(batch: EpisodeBatch, source: str) -> list[str]:
@@ -220,15 +220,15 @@ def _dtype_shape_problem(
 
 
 def _value_problems(
-    batch: EpisodeBatch, ends: np.ndarray, where: Callable[[int], str]
+    batch: EpisodeBatch, index: EpisodeIndex, where: Callable[[int], str]
 ) -> list[str]:
     problems = []
     if batch.observations.dtype.kind == "f":
         finite_rows = _finite_rows(batch.observations)
         if not finite_rows.all():
             row = int(np.argmin(finite_rows))
-            episode = int(np.searchsorted(ends + np.arange(1, ends.shape[0] + 1), row, "right"))
-            step = int(ends[episode] - batch.lengths[episode]) if episode < ends.shape[0] else 0
+            episode = int(index.episode_at_row(row))
+            step = int(index.step_start[episode]) if episode < index.n_episodes else 0
             problems.append(
                 f"{where(step)}: observation row {row} holds NaN or inf. "
                 "Clean or drop that episode."
@@ -270,10 +270,12 @@ def _finite_rows(array: np.ndarray) -> np.ndarray:
     return finite
 
 
-def _flag_problems(batch: EpisodeBatch, ends: np.ndarray, where: Callable[[int], str]) -> list[str]:
+def _flag_problems(
+    batch: EpisodeBatch, index: EpisodeIndex, where: Callable[[int], str]
+) -> list[str]:
     if batch.n_steps == 0:
         return []
-    last = ends - 1
+    last = index.step_stop - 1
     flags = batch.terminations | batch.truncations
     inner = flags.copy()
     inner[last] = False

@@ -42,7 +42,7 @@ def store_info(store: TrajectoryStore) -> dict[str, Any]:
         "return": _stats(table.returns),
         "return_labelled": _stats(table.returns[table.labelled]),
         "return_action_free": _stats(table.returns[~table.labelled]),
-        "length": _stats(table.length.astype(np.float64)),
+        "length": _stats(table.lengths.astype(np.float64)),
         "ref_min_score": store.metadata.ref_min_score,
         "ref_max_score": store.metadata.ref_max_score,
         "chunk_steps": store.chunk_steps,

@@ -40,7 +40,11 @@ def check_box(space: gym.Space, what: str) -> gym.spaces.Box:
 
 @dataclass(frozen=True)
 class StoreMetadata:
-    """What a store says about itself; `n_steps`/`n_episodes` are the committed sizes."""
+    """What a store says about itself; `n_steps`/`n_episodes` are the committed sizes.
+
+    The `chunk_steps` attribute is not read back: the arrays' chunk shape is the
+    one source of the chunk size (`TrajectoryStore.chunk_steps`).
+    """
 
     observation_space: gym.spaces.Box
     action_space: gym.spaces.Box
@@ -49,7 +53,6 @@ class StoreMetadata:
     env_id: str | None = None
     ref_min_score: float | None = None
     ref_max_score: float | None = None
-    chunk_steps: int = 0
     created_by: str = ""
     created_at: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
@@ -65,7 +68,6 @@ class StoreMetadata:
             "action_space": space_to_json(self.action_space),
             "ref_min_score": self.ref_min_score,
             "ref_max_score": self.ref_max_score,
-            "chunk_steps": self.chunk_steps,
             "created_by": self.created_by,
             "created_at": self.created_at,
             "extra": self.extra,
@@ -93,7 +95,6 @@ class StoreMetadata:
             env_id=data.get("env_id"),
             ref_min_score=data.get("ref_min_score"),
             ref_max_score=data.get("ref_max_score"),
-            chunk_steps=int(data.get("chunk_steps", 0)),
             created_by=data.get("created_by", ""),
             created_at=data.get("created_at", ""),
             extra=dict(data.get("extra", {})),

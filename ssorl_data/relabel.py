@@ -8,7 +8,7 @@ chunks, and since a chunk's result depends only on the chunk, a resumed run
 produces the same arrays. `dask.distributed` runs ranges of chunks as tasks on
 other processes or machines (which must see the store's filesystem); the
 calling process holds the writer lock throughout (see
-`store.open_relabel_for_worker` for why the workers need none).
+`ssorl_data.store.open_relabel_for_worker` for why the workers need none).
 """
 
 from __future__ import annotations
@@ -198,7 +198,6 @@ def relabel_metrics(store: TrajectoryStore, run: RelabelRun, split: str | None) 
     groups = {"recorded": np.ones(table.n_episodes, bool)}
     groups |= episode_groups(store, visible, None)
     stats = {name: GroupStats() for name in groups}
-    episode_of_step = np.repeat(np.arange(table.n_episodes), table.length)
     all_uncertainty = GroupStats()
     for start in range(0, run.n_steps, run.chunk_steps):
         stop = min(start + run.chunk_steps, run.n_steps)
@@ -206,7 +205,7 @@ def relabel_metrics(store: TrajectoryStore, run: RelabelRun, split: str | None) 
         uncertainty = run.read("uncertainty", start, stop)
         mask = store.read_steps("action_mask", start, stop)
         recorded = store.read_steps("actions", start, stop)
-        episodes = episode_of_step[start:stop]
+        episodes = table.episode_of_step(start, stop)
         all_uncertainty.uncertainty += float(uncertainty.astype(np.float64).sum())
         for name, chosen in groups.items():
             keep = mask & chosen[episodes]

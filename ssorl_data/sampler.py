@@ -25,6 +25,7 @@ import torch
 from torch import Tensor
 
 from ssorl_data import ops
+from ssorl_data.episode_index import EpisodeIndex
 from ssorl_data.errors import KernelInputError
 
 ArrayLike = Tensor | np.ndarray
@@ -88,9 +89,11 @@ class StepSampler:
                 f"Expected lengths of shape ({n_episodes},) with every length >= 1. Got shape "
                 f"{tuple(self.lengths.shape)} instead."
             )
+        # The same arrays, as NumPy views, for the index arithmetic.
+        self.index = EpisodeIndex(self.step_start.numpy(), self.lengths.numpy())
         n_steps = int(self.lengths.sum())
         # step -> episode lookup, precomputed once instead of a search per sample.
-        self.episode_of_step = torch.repeat_interleave(torch.arange(n_episodes), self.lengths)
+        self.episode_of_step = torch.from_numpy(self.index.episode_of_step(0, n_steps))
         keep: Tensor | None = None
         if episodes is not None:
             chosen = torch.as_tensor(episodes, dtype=torch.int64)

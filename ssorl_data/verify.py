@@ -8,6 +8,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ssorl_data import layout
+from ssorl_data.episode_index import EpisodeIndex
 from ssorl_data.episodes import find_problems
 from ssorl_data.errors import SplitNotFoundError
 from ssorl_data.store import TrajectoryStore
@@ -47,11 +48,7 @@ def verify_store(store: TrajectoryStore, progress: bool = False) -> VerifyReport
         report.violations += find_problems(
             batch, obs[0], obs[1], act_shape, str(store.path), first_episode=first
         )
-        mask = store.read_steps(
-            "action_mask",
-            int(table.step_start[first]),
-            int(table.step_start[first]) + batch.n_steps,
-        )
+        mask = store.read_steps("action_mask", *table.step_range(first, stop))
         report.violations += _derived_problems(store, batch, mask, table, first, stop)
         first = stop
         bar.update(batch.n_steps)
@@ -79,19 +76,19 @@ def _size_problems(store: TrajectoryStore) -> list[str]:
 
 def _table_problems(store: TrajectoryStore, table) -> list[str]:
     problems = []
-    if table.n_episodes and (table.length < 1).any():
-        bad = int(np.argmax(table.length < 1))
-        problems.append(f"{store.path}, episode {bad}: length {int(table.length[bad])} < 1.")
-    expected_start = np.concatenate(([0], np.cumsum(table.length)[:-1]))
+    if table.n_episodes and (table.lengths < 1).any():
+        bad = int(np.argmax(table.lengths < 1))
+        problems.append(f"{store.path}, episode {bad}: length {int(table.lengths[bad])} < 1.")
+    expected_start = EpisodeIndex.from_lengths(table.lengths).step_start
     if table.n_episodes and not np.array_equal(table.step_start, expected_start):
         bad = int(np.argmax(table.step_start != expected_start))
         problems.append(
             f"{store.path}, episode {bad}: step_start {int(table.step_start[bad])} should be "
             f"{int(expected_start[bad])} (episodes are contiguous)."
         )
-    if int(table.length.sum()) != store.n_steps:
+    if int(table.lengths.sum()) != store.n_steps:
         problems.append(
-            f"{store.path}: episode lengths sum to {int(table.length.sum())}, "
+            f"{store.path}: episode lengths sum to {int(table.lengths.sum())}, "
             f"but n_steps is {store.n_steps}."
         )
     return problems
@@ -101,7 +98,7 @@ def _derived_problems(store, batch, mask, table, first: int, stop: int) -> list[
     """Columns derived from the steps (mask, return, labelled) must match them."""
     problems = []
     if not np.array_equal(mask, batch.action_mask):
-        step = int(np.argmax(mask != batch.action_mask)) + int(table.step_start[first])
+        step = int(np.argmax(mask != batch.action_mask)) + table.step_range(first, stop)[0]
         problems.append(
             f"{store.path}: steps/action_mask at step {step} disagrees with steps/actions "
             "(mask must be True exactly where the action is not NaN)."

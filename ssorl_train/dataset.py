@@ -15,6 +15,7 @@ from typing import Literal
 import numpy as np
 import torch
 
+from ssorl_data.episode_index import EpisodeIndex
 from ssorl_train.common import Normalizer
 from ssorl_train.errors import EmptyTrainingDataError, MissingRelabelError, TrainingDataError
 
@@ -73,7 +74,7 @@ def select_actions(
         raise ValueError(f"Expected mode in {MODES!r}. Got {mode!r} instead.")
     if not 0.0 <= drop_uncertain < 1.0:
         raise ValueError(f"Expected 0 <= drop_uncertain < 1. Got {drop_uncertain!r} instead.")
-    visible = np.repeat(np.asarray(episode_visible, dtype=bool), lengths)  # [N]
+    visible = EpisodeIndex.from_lengths(lengths).per_step(np.asarray(episode_visible, bool))  # [N]
     use_recorded = action_mask if mode == "full" else action_mask & visible
     actions = np.where(use_recorded[:, None], recorded_actions, 0.0).astype(np.float32)
     step_mask = use_recorded.copy()
@@ -244,7 +245,7 @@ class TrainingData:
                 f"high {high!r}: pass the action space's bounds."
             )
         std = observations.std(0)
-        step_start = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+        step_start = EpisodeIndex.from_lengths(lengths).step_start
         return cls(
             observations=torch.from_numpy(observations.copy()),
             actions=torch.from_numpy(actions),
@@ -335,7 +336,7 @@ def load_training_data(
             episodes.actions,
             episodes.action_mask,
             visible,
-            table.length,
+            table.lengths,
             mode,
             proxy_actions=proxy_actions,
             uncertainty=uncertainty,
@@ -347,7 +348,7 @@ def load_training_data(
             episodes.observations,
             episodes.rewards,
             episodes.terminations,
-            table.length,
+            table.lengths,
             selection,
             action_low=space.low if np.isfinite(space.low).all() else None,
             action_high=space.high if np.isfinite(space.high).all() else None,

@@ -107,10 +107,10 @@ def _plots(
         table = opened.episode_table()
         visible = opened.read_split(SPLIT_NAME).visible
         run = opened.relabel_run(relabel_name)
-        n = int(table.length.sum())
+        n = int(table.lengths.sum())
         proxy, uncertainty = run.read("actions", 0, n), run.read("uncertainty", 0, n)
         recorded = opened.read_steps("actions", 0, n)
-    episode = np.repeat(np.arange(table.n_episodes), table.length)
+    episode = np.repeat(np.arange(table.n_episodes), table.lengths)
     step_error = np.nanmean((proxy - recorded).reshape(n, -1) ** 2, axis=1)
     has = np.isfinite(step_error)
     error = np.bincount(episode[has], step_error[has], table.n_episodes) / np.maximum(

@@ -138,13 +138,12 @@ def evaluate_idm(
     groups = episode_groups(store, visible, held_out)
     stats = {name: GroupStats() for name in groups}
     table = store.episode_table()
-    episode_of_step = np.repeat(np.arange(table.n_episodes), table.length)
     for start, stop, actions, uncertainty, nll in iter_chunk_predictions(
         store, idm, batch_size, with_nll=True
     ):
         mask = store.read_steps("action_mask", start, stop)
         recorded = store.read_steps("actions", start, stop)
-        episodes = episode_of_step[start:stop]
+        episodes = table.episode_of_step(start, stop)
         for name, chosen in groups.items():
             keep = mask & chosen[episodes]
             if keep.any():

@@ -21,6 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ssorl_data import __version__, ops
+from ssorl_data.episode_index import EpisodeIndex
 from ssorl_data.errors import SplitError
 from ssorl_data.idm.checkpoint import Idm, IdmSpec, build_network, save_idm
 from ssorl_data.idm.model import squashed_nll
@@ -134,7 +135,7 @@ def train_idm(
     common = dict(
         observations=observations,
         step_start=table.step_start,
-        lengths=table.length,
+        lengths=table.lengths,
         k=config.k,
         mean=mean,
         std=std,
@@ -209,8 +210,7 @@ def _validation_set(
     """Fixed validation windows and actions: every held-out step with an action, or a seeded
     subset of `max_val_steps` of them."""
     step_start, lengths = common["step_start"], common["lengths"]
-    episode = np.repeat(val_eps, lengths[val_eps])
-    steps = np.concatenate([np.arange(step_start[e], step_start[e] + lengths[e]) for e in val_eps])
+    episode, steps = EpisodeIndex(step_start, lengths).steps_of(val_eps)
     keep = common["step_mask"][steps]
     episode, steps = episode[keep], steps[keep]
     if steps.size > config.max_val_steps:

@@ -16,17 +16,16 @@ import torch
 from torch import Tensor
 
 from ssorl_data import ops
-from ssorl_data.store import EpisodeTable
+from ssorl_data.episode_index import EpisodeIndex
 
 
 class RangeWindows:
     """Builds the normalised windows [n, k+2, D] of steps [start, stop) into reused buffers."""
 
     def __init__(
-        self, table: EpisodeTable, k: int, mean: Tensor, std: Tensor, max_steps: int, obs_dim: int
+        self, index: EpisodeIndex, k: int, mean: Tensor, std: Tensor, max_steps: int, obs_dim: int
     ) -> None:
-        self.step_start = table.step_start
-        self.ends = table.step_start + table.length
+        self.index = index  # the store's episode table, or any index of its episodes
         self.k = k
         self.mean, self.std = mean, std
         self._windows = torch.empty(max_steps, k + 2, obs_dim)
@@ -34,9 +33,11 @@ class RangeWindows:
 
     def rows(self, start: int, stop: int) -> tuple[int, int]:
         """Observation rows [lo, hi) that the windows of steps [start, stop) read."""
-        first, last = self._episodes(start, stop)
-        lo = max(int(self.step_start[first]), start - self.k) + first
-        return lo, stop + last + 1
+        first, last = self.index.episodes_covering(start, stop)
+        # From the earliest step a window reaches (k back, within episode `first`) to the
+        # next observation of step stop - 1 in episode last - 1: row (stop - 1) + (last - 1) + 1.
+        lo = max(int(self.index.step_start[first]), start - self.k) + first
+        return lo, stop + last
 
     def build(self, rows: np.ndarray, start: int, stop: int) -> tuple[Tensor, Tensor]:
         """(windows [n, k+2, D], valid [n, k+2]) from `rows`, the slice `rows(start, stop)`.
@@ -46,14 +47,13 @@ class RangeWindows:
         n = stop - start
         if n > self._windows.shape[0]:
             raise ValueError(f"Expected at most {self._windows.shape[0]} steps. Got {n}.")
-        first, last = self._episodes(start, stop)
-        # Local table: episodes first..last truncated to the rows read. Local step g' of
+        first, last = self.index.episodes_covering(start, stop)
+        # Local table: episodes first..last-1 truncated to the rows read. Local step g' of
         # global step g is g - origin, so that local row g' + e' equals global row g + e - lo.
-        local_start = np.maximum(self.step_start[first : last + 1], start - self.k)
-        local_end = np.minimum(self.ends[first : last + 1], stop)
+        local_start = np.maximum(self.index.step_start[first:last], start - self.k)
+        local_end = np.minimum(self.index.step_stop[first:last], stop)
         origin = int(local_start[0])
-        in_range = local_end - np.maximum(self.step_start[first : last + 1], start)
-        episode_index = np.repeat(np.arange(last - first + 1, dtype=np.int64), in_range)
+        episode_index = self.index.episode_of_step(start, stop) - first
         windows, valid = self._windows[:n], self._valid[:n]
         ops.idm_windows(
             torch.from_numpy(np.ascontiguousarray(rows.reshape(rows.shape[0], -1))),
@@ -64,9 +64,3 @@ class RangeWindows:
             self.mean, self.std, self.k, windows, valid,
         )  # fmt: skip
         return windows, valid
-
-    def _episodes(self, start: int, stop: int) -> tuple[int, int]:
-        """First and last episode holding steps of [start, stop)."""
-        first = int(np.searchsorted(self.ends, start, side="right"))
-        last = int(np.searchsorted(self.ends, stop - 1, side="right"))
-        return first, last

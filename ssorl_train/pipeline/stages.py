@@ -135,7 +135,7 @@ def _data(section: dict[str, Any], store: Path, progress: bool) -> dict[str, Any
         table = opened.episode_table()
         return {
             "n_episodes": table.n_episodes,
-            "n_steps": int(table.length.sum()),
+            "n_steps": int(table.lengths.sum()),
             "mean_return": float(table.returns.mean()),
             "env_id": opened.env_id,
         }

@@ -113,7 +113,7 @@ def test_npz_without_next_observations_drops_each_last_step(tmp_path):
     assert any("next_observations" in note for note in result.notes)
     with TrajectoryStore.open(tmp_path / "s") as store:
         # episodes [0,1,2] and [4,5,6] keep 2 steps each; the 1-step episode [3] is dropped
-        np.testing.assert_array_equal(store.episode_table().length, [2, 2])
+        np.testing.assert_array_equal(store.episode_table().lengths, [2, 2])
         got = store.read_episodes(0, 2)
         np.testing.assert_array_equal(got.observations, obs[[0, 1, 2, 4, 5, 6]])
         np.testing.assert_array_equal(got.rewards, [0, 1, 4, 5])

@@ -24,7 +24,7 @@ def _table(returns, labelled=None) -> EpisodeTable:
     n = len(returns)
     return EpisodeTable(
         step_start=np.arange(n, dtype=np.int64),
-        length=np.ones(n, dtype=np.int64),
+        lengths=np.ones(n, dtype=np.int64),
         returns=np.asarray(returns, dtype=np.float64),
         labelled=np.ones(n, bool) if labelled is None else np.asarray(labelled),
     )

@@ -35,7 +35,7 @@ def test_appended_episodes_read_back_identically(tmp_path):
             np.testing.assert_array_equal(got.truncations, want.truncations)
         table = store.episode_table()
         np.testing.assert_array_equal(table.step_start, [0, 5, 6])
-        np.testing.assert_array_equal(table.length, [5, 1, 7])
+        np.testing.assert_array_equal(table.lengths, [5, 1, 7])
         np.testing.assert_allclose(table.returns, batch.episode_returns())
         np.testing.assert_array_equal(
             store.read_steps("action_mask", 0, 13), ~np.isnan(batch.actions).any(1)

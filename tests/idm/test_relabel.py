@@ -34,12 +34,12 @@ def _whole_store_prediction(store_path, idm):
     with TrajectoryStore.open(store_path) as store:
         table = store.episode_table()
         obs = store.read_observations(0, store.n_steps + store.n_episodes)
-    n, k = int(table.length.sum()), idm.spec.k
+    n, k = int(table.lengths.sum()), idm.spec.k
     windows = torch.empty(n, k + 2, obs.shape[1])
     valid = torch.empty(n, k + 2, dtype=torch.bool)
-    episode = np.repeat(np.arange(table.n_episodes), table.length)
+    episode = np.repeat(np.arange(table.n_episodes), table.lengths)
     ops.idm_windows(torch.from_numpy(obs), torch.from_numpy(table.step_start),
-                    torch.from_numpy(table.length), torch.from_numpy(episode), torch.arange(n),
+                    torch.from_numpy(table.lengths), torch.from_numpy(episode), torch.arange(n),
                     idm.mean, idm.std, k, windows, valid)  # fmt: skip
     with torch.inference_mode():
         actions, uncertainty, _ = idm.predict(windows)

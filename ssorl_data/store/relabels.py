@@ -1,0 +1,162 @@
+"""Relabel-run arrays: the `relabels/<name>/` groups of a store (computing them is `relabel`)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+import zarr
+
+from ssorl_data import layout
+from ssorl_data.errors import RelabelExistsError, RelabelNotFoundError
+from ssorl_data.names import check_name
+
+if TYPE_CHECKING:
+    from ssorl_data.store.trajectory_store import TrajectoryStore
+
+
+class RelabelRun:
+    """The arrays of one relabel run: proxy actions, uncertainty and the finished-chunk flags.
+
+    Each chunk is written whole and then flagged in `done`, whose chunk size is 1,
+    so every flag is its own file: a run killed mid-chunk leaves that chunk
+    unflagged, to be recomputed on resume.
+    """
+
+    def __init__(self, store_path: Path, name: str, group: zarr.Group) -> None:
+        self.store_path = store_path
+        self.name = name
+        self._group = group
+        attrs = self.attrs
+        self.n_steps = int(attrs["n_steps"])
+        self.chunk_steps = int(attrs["chunk_steps"])
+        self.n_chunks = int(attrs["n_chunks"])
+
+    @property
+    def attrs(self) -> dict[str, Any]:
+        return dict(self._group.attrs)
+
+    @property
+    def status(self) -> str:
+        return str(self._group.attrs.get("status"))
+
+    def done(self) -> np.ndarray:
+        """[n_chunks] bool: chunks whose actions and uncertainty are written."""
+        return self._group[layout.RELABEL_DONE][:]
+
+    def chunk_range(self, index: int) -> tuple[int, int]:
+        """Step range [start, stop) of chunk `index`."""
+        if not 0 <= index < self.n_chunks:
+            raise IndexError(
+                f"{self.where}: chunk {index} does not exist; the run has {self.n_chunks} chunks."
+            )
+        start = index * self.chunk_steps
+        return start, min(start + self.chunk_steps, self.n_steps)
+
+    def write_chunk(self, index: int, actions: np.ndarray, uncertainty: np.ndarray) -> None:
+        """Write chunk `index` whole, then flag it done."""
+        start, stop = self.chunk_range(index)
+        act = self._group[layout.RELABEL_ACTIONS]
+        expected = ((stop - start, *act.shape[1:]), (stop - start,))
+        if actions.shape != expected[0] or uncertainty.shape != expected[1]:
+            raise ValueError(
+                f"{self.where}: chunk {index} expects actions {expected[0]} and uncertainty "
+                f"{expected[1]}. Got {actions.shape} and {uncertainty.shape} instead."
+            )
+        act[start:stop] = actions
+        self._group[layout.RELABEL_UNCERTAINTY][start:stop] = uncertainty
+        self._group[layout.RELABEL_DONE][index] = True
+
+    def read(self, key: Literal["actions", "uncertainty"], start: int, stop: int) -> np.ndarray:
+        """Rows [start, stop) of `actions` or `uncertainty` (NaN in chunks not yet written)."""
+        if key not in (layout.RELABEL_ACTIONS, layout.RELABEL_UNCERTAINTY):
+            raise KeyError(f"Expected 'actions' or 'uncertainty'. Got {key!r} instead.")
+        if not 0 <= start <= stop <= self.n_steps:
+            raise IndexError(f"{self.where}: rows [{start}, {stop}) outside [0, {self.n_steps}).")
+        return self._group[key][start:stop]
+
+    def array_info(self, key: str) -> tuple[tuple[int, ...], tuple[int, ...], np.dtype]:
+        """(shape, chunk shape, dtype) of array `key`; for verify."""
+        array = self._group[key]
+        return tuple(array.shape), tuple(array.chunks), np.dtype(array.dtype)
+
+    @property
+    def where(self) -> str:
+        return f"{self.store_path}/{layout.relabel_path(self.name)}"
+
+
+def create_relabel(
+    store: TrajectoryStore, name: str, provenance: dict[str, Any], *, overwrite: bool = False
+) -> RelabelRun:
+    """Create the empty, `partial` relabel run `name` over the committed steps."""
+    store._require_writer("create a relabel run")
+    check_name(name, "relabel run")
+    path = layout.relabel_path(name)
+    store._make_room(path, overwrite, RelabelExistsError, "relabel run", "ssorl relabel")
+    n, c = store.n_steps, store.chunk_steps
+    n_chunks = -(-n // c)
+    attrs = {
+        **provenance,
+        "n_steps": n,
+        "chunk_steps": c,
+        "n_chunks": n_chunks,
+        "status": layout.STATUS_PARTIAL,
+    }
+    group = store._group.require_group(layout.RELABELS).create_group(name, attributes=attrs)
+    compressors = store._group[layout.ACTIONS].compressors
+    act_shape = tuple(store.action_space.shape)
+    for key, shape in ((layout.RELABEL_ACTIONS, act_shape), (layout.RELABEL_UNCERTAINTY, ())):
+        group.create_array(
+            key,
+            shape=(n, *shape),
+            chunks=(c, *shape),
+            dtype=np.float32,
+            fill_value=np.nan,
+            compressors=compressors,
+        )
+    group.create_array(
+        layout.RELABEL_DONE, shape=(n_chunks,), chunks=(1,), dtype=bool, fill_value=False
+    )
+    return RelabelRun(store.path, name, group)
+
+
+def relabel_run(store: TrajectoryStore, name: str) -> RelabelRun:
+    """Relabel run `name` (writable only when the store is open with mode="a")."""
+    check_name(name, "relabel run")
+    path = layout.relabel_path(name)
+    if path not in store._group:
+        raise RelabelNotFoundError(
+            f"{store.path}: no relabel run {name!r}; the store has "
+            f"{store.list_relabels() or 'none'}. Make one with `ssorl relabel`."
+        )
+    return RelabelRun(store.path, name, store._group[path])
+
+
+def complete_relabel(store: TrajectoryStore, name: str, metrics: dict[str, Any]) -> None:
+    """Mark run `name` complete with its metrics, once every chunk is done."""
+    store._require_writer("complete a relabel run")
+    run = relabel_run(store, name)
+    missing = np.flatnonzero(~run.done())
+    if missing.size:
+        raise ValueError(
+            f"{store.path}/{layout.relabel_path(name)}: chunks {missing[:8].tolist()} are not "
+            "written yet. Run the relabel again to finish them."
+        )
+    run._group.update_attributes({"metrics": metrics, "status": layout.STATUS_COMPLETE})
+
+
+def open_relabel_for_worker(store_path: str | os.PathLike[str], name: str) -> RelabelRun:
+    """Open run `name` for writing chunks WITHOUT the writer lock: for distributed workers only.
+
+    The coordinating process holds the store's writer lock for the whole run and
+    gives each worker distinct chunks. A chunk and its done flag are separate
+    files that only that worker writes, and no worker touches attributes or the
+    committed sizes, so the workers need no lock among themselves.
+    """
+    check_name(name, "relabel run")
+    path = Path(store_path) / layout.relabel_path(name)
+    if not (path / "zarr.json").is_file():
+        raise RelabelNotFoundError(f"{path}: no relabel run here; the coordinator creates it.")
+    return RelabelRun(Path(store_path), name, zarr.open_group(path, mode="r+", zarr_format=3))
