@@ -13,8 +13,7 @@ from abc import ABC, abstractmethod
 
 import torch
 
-from ssorl_data.sampler import StepSampler
-from ssorl_data.sampler import SubtrajectorySampler as SubtrajectoryWindows
+from ssorl_data.sampler import StepSampler, SubtrajectorySampler
 from ssorl_train.dataset import TrainingData
 
 Batch = dict[str, torch.Tensor]
@@ -55,7 +54,7 @@ class TransitionSampler(BatchSampler):
         self.actions = normalizer.to_unit(data.actions).to(device)  # [N, A]
         self.rewards = data.rewards.to(device)
         self.dones = data.terminations.float().to(device)
-        self.obs_row = (torch.arange(data.n_steps) + self.steps.episode_of_step).to(device)
+        self.obs_row = torch.from_numpy(self.steps.index.obs_rows()).to(device)  # [N] row of s_g
         self._episode = torch.empty(batch_size, dtype=torch.int64)  # [B] draw buffers
         self._step = torch.empty(batch_size, dtype=torch.int64)
 
@@ -72,12 +71,13 @@ class TransitionSampler(BatchSampler):
         }
 
 
-class SubtrajectorySampler(BatchSampler):
-    """Decision Transformer windows of `context` steps starting at a drawn usable step.
+class DTBatchSampler(BatchSampler):
+    """Decision Transformer training batches: windows of `context` steps at a drawn usable step.
 
-    The windows come from `ssorl_data.sampler.SubtrajectorySampler` (left-padded
-    when the episode ends within them); the loss mask also drops the window's
-    unusable steps (hidden or filtered actions).
+    The windows come from the data-side `ssorl_data.sampler.SubtrajectorySampler`
+    (left-padded when the episode ends within them); this adds what training
+    needs on top: the loss mask, which also drops the window's unusable steps
+    (hidden or filtered actions), and the move to `device`.
     """
 
     def __init__(
@@ -89,7 +89,7 @@ class SubtrajectorySampler(BatchSampler):
         seed: int,
         device: torch.device,
     ) -> None:
-        self.windows = SubtrajectoryWindows(
+        self.windows = SubtrajectorySampler(
             data.observations,
             data.normalizer().to_unit(data.actions).contiguous(),
             data.step_start,

@@ -23,7 +23,7 @@ import torch
 from tqdm import tqdm
 
 from ssorl_train.algos import Algorithm, make_algorithm
-from ssorl_train.batches import BatchSampler, SubtrajectorySampler, TransitionSampler
+from ssorl_train.batches import BatchSampler, DTBatchSampler, TransitionSampler
 from ssorl_train.checkpoint import RUN_STEM, load_checkpoint, paths, save_checkpoint
 from ssorl_train.common import Normalizer, seed_everything, select_device
 from ssorl_train.dataset import TrainingData
@@ -59,7 +59,7 @@ def _make_sampler(
 ) -> BatchSampler:
     c = algorithm.config
     if algorithm.batch_kind == "subtrajectories":
-        return SubtrajectorySampler(data, c.batch_size, c.context, c.return_scale, seed, device)
+        return DTBatchSampler(data, c.batch_size, c.context, c.return_scale, seed, device)
     return TransitionSampler(data, c.batch_size, seed, device)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ssorl_train.batches import SubtrajectorySampler, TransitionSampler
+from ssorl_train.batches import DTBatchSampler, TransitionSampler
 
 CPU = torch.device("cpu")
 
@@ -54,7 +54,7 @@ def test_subtrajectory_windows_are_left_padded_and_mask_unusable_steps(make_data
     mask[[14, 16]] = False  # episode 1 spans steps 12..18
     data = make_data(step_mask=mask)
     k = 5
-    sampler = SubtrajectorySampler(data, 64, context=k, return_scale=1.0, seed=0, device=CPU)
+    sampler = DTBatchSampler(data, 64, context=k, return_scale=1.0, seed=0, device=CPU)
     state = sampler.state_dict()
     _, steps = sampler.steps.sample(64)  # the starts of the next batch
     sampler.load_state_dict(state)
@@ -71,7 +71,7 @@ def test_subtrajectory_windows_are_left_padded_and_mask_unusable_steps(make_data
 
 
 def test_returns_to_go_restart_at_each_episode(tiny_data) -> None:
-    sampler = SubtrajectorySampler(tiny_data, 4, context=3, return_scale=0.5, seed=0, device=CPU)
+    sampler = DTBatchSampler(tiny_data, 4, context=3, return_scale=0.5, seed=0, device=CPU)
     r, rtg = tiny_data.rewards, sampler.windows.returns_to_go
     assert torch.isclose(rtg[11], r[11] * 0.5)  # last step of episode 0
     assert torch.isclose(rtg[12], r[12:19].sum() * 0.5)  # first of episode 1
