@@ -192,9 +192,9 @@ def _cpp_error(spec: OpSpec, args: Sequence[Any], exc: Exception) -> Exception:
     if isinstance(exc, NotImplementedError):  # the dispatcher has no kernel for this device
         first = args[0]
         return KernelInputError(
-            f"ssorl.{spec.name}: the C++ kernels have no {first.device.type} build. Got "
-            f"{spec.names[0]} on {first.device} instead; build them with SSORL_BUILD_CUDA=1 or "
-            "use backend='torch'."
+            f"ssorl.{spec.name}: the C++ kernels were built without {first.device.type} "
+            f"support. Got {spec.names[0]} on {first.device} instead; build them with "
+            "SSORL_BUILD_CUDA=1 or use backend='torch'."
         )
     if isinstance(exc, IndexError):
         from ssorl_data.kernels import torch_ops  # the checks run on any device

@@ -155,3 +155,39 @@ def test_fake_kernel_takes_named_arguments():
     fake_kernel(SPECS["returns_to_go"])(*args[:3], gamma=args[3], out=args[4])
     with pytest.raises(ValueError, match="out.shape"):
         fake_kernel(SPECS["returns_to_go"])(*args[:3], gamma=0.9, out=torch.zeros(2))
+
+
+def _cpp_raising(monkeypatch: pytest.MonkeyPatch, name: str, exc: Exception) -> None:
+    def op(*args: object) -> None:
+        raise exc
+
+    monkeypatch.setattr(torch.ops.ssorl, name, op)
+
+
+@pytest.mark.parametrize(
+    ("raised", "error", "text"),
+    [
+        (ValueError("ssorl.idm_windows: only C++ saw this"), KernelInputError, "only C++"),
+        (IndexError("ssorl.idm_windows: only C++ saw this"), KernelIndexError, "only C++"),
+        (
+            NotImplementedError("Could not run 'ssorl::idm_windows' with arguments from the "
+                                "'CUDA' backend."),
+            KernelInputError,
+            "built without cpu support. Got observations on cpu",
+        ),
+    ],
+)  # fmt: skip
+def test_cpp_errors_the_spec_cannot_word_keep_their_text(
+    cpp: None, monkeypatch: pytest.MonkeyPatch, raised: Exception, error: type, text: str
+):
+    """A valid call the C++ side still refuses: the one mapping gives it the ssorl class."""
+    _cpp_raising(monkeypatch, "idm_windows", raised)
+    with pytest.raises(error, match=text):
+        ops.idm_windows(*sample_inputs("cpu")["idm_windows"], backend="cpp")
+
+
+def test_other_cpp_failures_pass_through(cpp: None, monkeypatch: pytest.MonkeyPatch):
+    _cpp_raising(monkeypatch, "returns_to_go", RuntimeError("CUDA error: an illegal access"))
+    with pytest.raises(RuntimeError, match="illegal access") as caught:
+        ops.returns_to_go(*sample_inputs("cpu")["returns_to_go"], backend="cpp")
+    assert not isinstance(caught.value, (KernelIndexError, KernelInputError))
