@@ -11,7 +11,7 @@ import torch
 from ssorl_data.sampler import StepSampler
 from ssorl_train import loop
 from ssorl_train.algos import make_config
-from ssorl_train.checkpoint import load_checkpoint, paths
+from ssorl_train.checkpoint import load_checkpoint, paths, saved_step
 from ssorl_train.errors import CheckpointError
 from ssorl_train.evaluate import evaluate_checkpoint
 
@@ -99,6 +99,12 @@ def test_a_run_directory_with_a_checkpoint_needs_resume(tiny_data, tmp_path) -> 
     _run(tiny_data, "td3bc", tmp_path, steps=2)
     with pytest.raises(CheckpointError, match="--resume"):
         _run(tiny_data, "td3bc", tmp_path, steps=4)
+
+
+def test_saved_step_is_the_last_checkpointed_step_of_a_run_directory(tiny_data, tmp_path) -> None:
+    assert saved_step(tmp_path) == 0  # no checkpoint: nothing to resume
+    _run(tiny_data, "td3bc", tmp_path, steps=6)  # checkpoints at 4 and at the end
+    assert saved_step(tmp_path) == 6 == load_checkpoint(tmp_path / "checkpoint")[1]["step"]
 
 
 def test_resume_refuses_a_different_config(tiny_data, tmp_path) -> None:
