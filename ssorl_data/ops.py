@@ -18,9 +18,10 @@ error the C++ kernels raise (`_run_cpp`, the one place that maps them), so a bad
 call gets the same message on every backend. Bad indices raise
 `KernelIndexError` (an IndexError) naming the sample and its values; bad dtypes,
 shapes, devices or layouts raise `KernelInputError` (a ValueError). Inside a
-torch.compile'd graph the C++ op raises the plain IndexError / ValueError with
-the C++ check's message (csrc/op_args.h), so catch the built-ins. Nothing is
-ever read out of bounds.
+torch.compile'd graph a bad argument stops tracing (torch's error quotes the
+fake kernel's ValueError, same message) and a bad index raises the C++ kernel's
+plain IndexError (same message on CPU), so catch the built-ins. Nothing is ever
+read out of bounds.
 """
 
 from __future__ import annotations

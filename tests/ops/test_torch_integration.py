@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -39,6 +40,23 @@ def _compiled_windows_match_eager(compiler: str) -> None:
 def test_torch_compile_fullgraph_traces_the_op(cpp: None):
     """Dynamo + AOT autograd with the fake kernel, without inductor's slow C++ codegen."""
     _compiled_windows_match_eager("aot_eager")
+
+
+def test_compiled_graph_words_bad_calls_as_eager(cpp: None):
+    """Bad shapes stop tracing with the fake kernel's message; bad indices raise IndexError."""
+
+    @torch.compile(fullgraph=True, backend="aot_eager")
+    def windows(*a: torch.Tensor) -> None:
+        ops.idm_windows(*a, backend="cpp")
+
+    args = sample_inputs("cpu")["idm_windows"]
+    args[8] = torch.zeros(4, 4, 2)
+    with pytest.raises(RuntimeError, match=re.escape("expected out.shape[2] == 3")):
+        windows(*args)
+    args = sample_inputs("cpu")["idm_windows"]
+    args[3] = torch.tensor([0, 1, 1, 3])
+    with pytest.raises(IndexError, match=re.escape("sample 3 has episode_index 3, outside")):
+        windows(*args)
 
 
 @pytest.mark.slow
