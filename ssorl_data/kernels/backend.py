@@ -47,7 +47,7 @@ _CUDA_CFLAGS = ["-O3", "--fmad=false"]
 class BackendInfo:
     """Which backend runs the ops, and why."""
 
-    name: str  # "cpp" or "numba"
+    name: str  # "cpp", "numba" or "torch"
     reason: str  # one sentence a user can act on
     cuda_built: bool  # the CUDA kernels were compiled into the C++ library
     library: str | None  # path of the loaded C++ library, if any
