@@ -317,8 +317,11 @@ class TrajectoryStore:
         """
         self._require_writer("append")
         appender = Appender(self, source)
-        yield appender
-        n_steps, n_episodes = appender.finish()
+        try:
+            yield appender
+            n_steps, n_episodes = appender.finish()
+        finally:
+            appender.close()
         extra = self.metadata.extra
         if provenance is not None:
             extra = {**extra, "imports": [*extra.get("imports", []), provenance]}

@@ -8,6 +8,7 @@ Nothing here commits: `TrajectoryStore.appending` does, after `finish()`.
 
 from __future__ import annotations
 
+import asyncio
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -23,10 +24,6 @@ if TYPE_CHECKING:
     from ssorl_data.store.trajectory_store import TrajectoryStore
 
 Compression = Literal["zstd", "lz4", "none"]
-
-# Blocks written at once. Each thread only waits on zarr's own event loop, which
-# encodes and writes the blocks of every column concurrently.
-MAX_CONCURRENT_WRITES = 16
 
 
 def create_arrays(
@@ -140,6 +137,7 @@ class Appender:
         starts |= {name: store.n_steps for name in layout.STEP_ARRAYS}
         starts |= {name: store.n_episodes for name in layout.EPISODE_ARRAYS}
         self._columns = {name: _ColumnWriter(group[name], at) for name, at in starts.items()}
+        self._blocks = _BlockWriter()
 
     def add(self, batch: EpisodeBatch) -> None:
         """Validate episodes and write every chunk they complete.
@@ -177,6 +175,10 @@ class Appender:
         self._write({name: column.flush() for name, column in self._columns.items()})
         return self._n_steps, self._n_episodes
 
+    def close(self) -> None:
+        """Stop the writer's event loop; the transaction ends with it, committed or not."""
+        self._blocks.close()
+
     def _write(self, writes: dict[str, list[tuple[int, np.ndarray]]]) -> None:
         jobs = []
         for name, blocks in writes.items():
@@ -189,15 +191,39 @@ class Appender:
                 array.resize((max(end, 2 * array.shape[0]), *array.shape[1:]))
             jobs += [(array, lo, block) for lo, block in blocks]
         if jobs:
-            _write_blocks(jobs)
+            self._blocks.write(jobs)
 
 
-def _write_blocks(jobs: list[tuple[zarr.Array, int, np.ndarray]]) -> None:
-    """Write every (array, first row, block) at once, so the columns encode concurrently."""
+class _BlockWriter:
+    """Writes blocks of many arrays at once, so the columns are encoded concurrently.
 
-    def write(job: tuple[zarr.Array, int, np.ndarray]) -> None:
-        array, lo, block = job
-        array[lo : lo + block.shape[0]] = block
+    The writes are gathered on an event loop of the writer's own, run in a helper
+    thread: that works whether or not the caller's thread runs a loop (a notebook
+    does), and keeping the loop and its worker threads for the whole transaction
+    spares starting them for every flush.
+    """
 
-    with ThreadPoolExecutor(min(len(jobs), MAX_CONCURRENT_WRITES)) as pool:
-        list(pool.map(write, jobs))
+    def __init__(self) -> None:
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="ssorl-writer")
+        self._loop = asyncio.new_event_loop()
+
+    def write(self, jobs: list[tuple[zarr.Array, int, np.ndarray]]) -> None:
+        """Write every (array, first row, block) and wait for all of them."""
+
+        async def write_all() -> None:
+            await asyncio.gather(
+                *(
+                    array.async_array.setitem(slice(lo, lo + block.shape[0]), block)
+                    for array, lo, block in jobs
+                )
+            )
+
+        self._thread.submit(self._loop.run_until_complete, write_all()).result()
+
+    def close(self) -> None:
+        def shut_down() -> None:
+            self._loop.run_until_complete(self._loop.shutdown_default_executor())
+            self._loop.close()
+
+        self._thread.submit(shut_down).result()
+        self._thread.shutdown()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import numpy as np
@@ -40,6 +41,20 @@ def test_appended_episodes_read_back_identically(tmp_path):
         np.testing.assert_array_equal(
             store.read_steps("action_mask", 0, 13), ~np.isnan(batch.actions).any(1)
         )
+        assert verify_store(store).ok
+
+
+def test_appending_works_from_a_thread_that_runs_an_event_loop(tmp_path):
+    # A notebook runs an event loop in the caller's thread; the writer must not need its own.
+    rng = np.random.default_rng(1)
+    batch = random_batch(rng, [3, 4], labelling="partial")
+
+    async def append_inside_a_loop() -> None:
+        make_store(tmp_path / "s", batch, chunk_steps=2)
+
+    asyncio.run(append_inside_a_loop())
+    with TrajectoryStore.open(tmp_path / "s") as store:
+        np.testing.assert_array_equal(store.read_episodes(0, 2).observations, batch.observations)
         assert verify_store(store).ok
 
 
