@@ -34,8 +34,9 @@ class RangeWindows:
     def rows(self, start: int, stop: int) -> tuple[int, int]:
         """Observation rows [lo, hi) that the windows of steps [start, stop) read."""
         first, last = self.index.episodes_covering(start, stop)
-        # From the earliest step a window reaches (k back, within episode `first`) to the
-        # next observation of step stop - 1 in episode last - 1: row (stop - 1) + (last - 1) + 1.
+        # lo: the row of the earliest step a window reaches (k back, clamped to episode
+        # `first`); hi - 1: the next observation of step stop - 1 (episode last - 1), i.e.
+        # row (stop - 1) + (last - 1) + 1.
         lo = max(int(self.index.step_start[first]), start - self.k) + first
         return lo, stop + last
 
