@@ -31,6 +31,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ssorl_data import ops
+from ssorl_data.episode_index import EpisodeIndex
 
 N_STEPS = 1_000_000
 EPISODE_LENGTH = 1000
@@ -47,14 +48,14 @@ class Corpus:
     def __init__(self, seed: int = 0) -> None:
         rng = np.random.default_rng(seed)
         n_episodes = N_STEPS // EPISODE_LENGTH
-        self.lengths = np.full(n_episodes, EPISODE_LENGTH, np.int64)
-        self.step_start = np.arange(n_episodes, dtype=np.int64) * EPISODE_LENGTH
+        index = EpisodeIndex.from_lengths(np.full(n_episodes, EPISODE_LENGTH, np.int64))
+        self.lengths, self.step_start = index.lengths, index.step_start
         self.observations = rng.standard_normal((N_STEPS + n_episodes, OBS_DIM), np.float32)
         self.actions = rng.uniform(-1, 1, (N_STEPS, ACT_DIM)).astype(np.float32)
         self.rtg = rng.standard_normal(N_STEPS).astype(np.float32)
         self.mean = self.observations.mean(0)
         self.std = self.observations.std(0) + np.float32(1e-3)
-        self.episode_of_step = np.repeat(np.arange(n_episodes), self.lengths)
+        self.episode_of_step = index.episode_of_step()
         self.t = {name: torch.from_numpy(getattr(self, name)) for name in (
             "lengths", "step_start", "observations", "actions", "rtg", "mean", "std")}  # fmt: skip
 

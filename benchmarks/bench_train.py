@@ -21,6 +21,7 @@ from pathlib import Path
 import click
 import numpy as np
 
+from ssorl_data.episode_index import EpisodeIndex
 from ssorl_data.io.importing import import_dataset
 from ssorl_data.reference_scores import normalized_score
 from ssorl_train import loop
@@ -35,7 +36,7 @@ PUBLISHED_STEPS = {"td3bc": 1_000_000, "iql": 1_000_000, "cql": 1_000_000, "dt":
 
 def dataset_normalized_return(data: TrainingData) -> float:
     """Normalised mean undiscounted return of the data's episodes (as the corpus README)."""
-    episode = np.repeat(np.arange(data.n_episodes), data.lengths.numpy())
+    episode = EpisodeIndex.from_lengths(data.lengths.numpy()).episode_of_step()
     returns = np.bincount(episode, weights=data.rewards.numpy().astype(np.float64))
     reference = reference_returns(data.env_id, data.ref_min_score, data.ref_max_score)
     return normalized_score(float(returns.mean()), *reference)

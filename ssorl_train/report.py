@@ -110,7 +110,7 @@ def _plots(
         n = int(table.lengths.sum())
         proxy, uncertainty = run.read("actions", 0, n), run.read("uncertainty", 0, n)
         recorded = opened.read_steps("actions", 0, n)
-    episode = np.repeat(np.arange(table.n_episodes), table.lengths)
+    episode = table.episode_of_step()
     step_error = np.nanmean((proxy - recorded).reshape(n, -1) ** 2, axis=1)
     has = np.isfinite(step_error)
     error = np.bincount(episode[has], step_error[has], table.n_episodes) / np.maximum(

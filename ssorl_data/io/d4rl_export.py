@@ -45,7 +45,7 @@ def export_d4rl_hdf5(
             for batch in store.iter_batches():
                 hi = step + batch.n_steps
                 is_final = np.zeros(batch.observations.shape[0], bool)
-                is_final[np.cumsum(batch.lengths + 1) - 1] = True
+                is_final[batch.index.obs_stop - 1] = True
                 is_first = np.roll(is_final, 1)
                 out["observations"][step:hi] = batch.observations[~is_final]
                 out["next_observations"][step:hi] = batch.observations[~is_first]

@@ -18,6 +18,7 @@ import gymnasium as gym
 import h5py
 import numpy as np
 
+from ssorl_data.episode_index import EpisodeIndex
 from ssorl_data.episodes import EpisodeBatch
 from ssorl_data.errors import ImportFormatError
 from ssorl_data.io.source import ImportSource
@@ -219,10 +220,10 @@ def _block(arrays, plan: _Plan, lo: int, hi: int, term, trunc, ends) -> EpisodeB
         actions = np.full((hi - lo, *plan.act_shape), np.nan, np.float32)
     if plan.has_next:
         final = np.asarray(arrays["next_observations"][lo:hi][local_ends]).astype(plan.obs_dtype)
-        episode_of_step = np.repeat(np.arange(lengths.size), lengths)
+        index = EpisodeIndex.from_lengths(lengths)
         observations = np.empty((hi - lo + lengths.size, *obs.shape[1:]), plan.obs_dtype)
-        observations[np.arange(hi - lo) + episode_of_step] = obs
-        observations[local_ends + np.arange(1, lengths.size + 1)] = final
+        observations[index.obs_rows()] = obs
+        observations[index.obs_stop - 1] = final
         return EpisodeBatch(observations, actions, rewards, term.copy(), trunc.copy(), lengths)
     # Without next observations each episode's last observation is the last step's own
     # observation: keep every observation row, drop the last step, mark it truncated.
