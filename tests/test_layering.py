@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.imports import imported_modules
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -14,21 +16,11 @@ def _training_imports(path: Path) -> list[str]:
     """`file:line name` for every import of ssorl_train in `path`, lazy ones included, and
     every string that names a ssorl_train module (as importlib would import it)."""
     where = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
-    found = []
-    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
-        names: list[str] = []
-        if isinstance(node, ast.Import):
-            names = [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            names = [node.module]
-        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
-            names = [node.value] if node.value.startswith("ssorl_train.") else []
-        found += [
-            f"{where}:{node.lineno} {name}"
-            for name in names
-            if name == "ssorl_train" or name.startswith("ssorl_train.")
-        ]
-    return found
+    return [
+        f"{where}:{line} {name}"
+        for line, name in imported_modules(path, strings_with_prefix="ssorl_train.")
+        if name.split(".")[0] == "ssorl_train"
+    ]
 
 
 def test_the_data_package_never_imports_the_training_package() -> None:

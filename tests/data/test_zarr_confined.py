@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import ast
 from pathlib import Path
 
 import pytest
+
+from tests.imports import imported_modules
 
 ROOT = Path(__file__).resolve().parents[2]
 STORE = ROOT / "ssorl_data" / "store"
@@ -13,15 +14,11 @@ STORE = ROOT / "ssorl_data" / "store"
 
 def _zarr_imports(path: Path) -> list[str]:
     """`file:line module` for every import of zarr in `path`, lazy ones included."""
-    found = []
-    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
-        names: list[str] = []
-        if isinstance(node, ast.Import):
-            names = [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            names = [node.module]
-        found += [f"{path.name}:{node.lineno} {n}" for n in names if n.split(".")[0] == "zarr"]
-    return found
+    return [
+        f"{path.name}:{line} {name}"
+        for line, name in imported_modules(path)
+        if name.split(".")[0] == "zarr"
+    ]
 
 
 def test_no_module_outside_the_store_package_imports_zarr() -> None:
