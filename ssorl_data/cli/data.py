@@ -43,8 +43,17 @@ def data() -> None:
     show_default=True,
     help="Blosc codec for every array.",
 )
+@click.option(
+    "--no-terminals",
+    is_flag=True,
+    help="Accept a D4RL/NPZ file without 'terminals': no step is marked terminated and "
+    "episodes end only at 'timeouts'. Recorded in the store's provenance. Without it such a "
+    "file is refused. (A file without 'timeouts' imports as is: episodes end at 'terminals'.)",
+)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def import_command(source, store, fmt, append, env_id, chunk_steps, compression, quiet) -> None:
+def import_command(
+    source, store, fmt, append, env_id, chunk_steps, compression, no_terminals, quiet
+) -> None:
     """Import SOURCE (D4RL HDF5, NPZ, or Minari dataset) into the store at STORE.
 
     All episodes of SOURCE become visible together: an import that fails or is
@@ -61,6 +70,7 @@ def import_command(source, store, fmt, append, env_id, chunk_steps, compression,
         chunk_steps=chunk_steps,
         compression=compression,
         progress=not quiet,
+        no_terminals=no_terminals,
     )
     for note in result.notes:
         click.echo(f"note: {note}", err=True)

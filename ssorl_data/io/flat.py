@@ -1,9 +1,19 @@
 """Import of flat step arrays in the D4RL layout: HDF5 files, NPZ files and plain dicts.
 
-Keys: `observations` [N, ...], `rewards` [N], `terminals` and/or `timeouts` [N]
-(aliases `terminations`, `truncations`), optional `actions` [N, ...] (absent: the
+Keys: `observations` [N, ...], `rewards` [N], `terminals` [N] (alias `terminations`),
+optional `timeouts` [N] (alias `truncations`), optional `actions` [N, ...] (absent: the
 data is action-free; NaN rows: those steps are), optional `next_observations`
 [N, ...] and `infos/*` (not stored). Episodes end where a flag is set.
+
+`terminals` is required: without it every episode would be imported as cut off,
+never terminated, which changes every value target. Data that really has no
+terminal states is imported with `no_terminals=True` (CLI `--no-terminals`); its
+episodes then end only at `timeouts`, and the import's provenance records the flag.
+Without `timeouts` (common in D4RL-era files) episodes end only at `terminals` and
+at the end of the data (that last episode is marked truncated): an episode cut by
+a time limit runs on into the next one. ssorl does not guess time limits from the
+env (as D4RL's `qlearning_dataset` did); add a `timeouts` key if the data has them.
+The import's notes say so, and its provenance records which keys ended episodes.
 """
 
 from __future__ import annotations
@@ -33,8 +43,13 @@ FLAG_KEYS = {
 BLOCK_STEPS = 131_072
 
 
-def open_d4rl_hdf5(path: str | os.PathLike[str], env_id: str | None = None) -> ImportSource:
-    """An HDF5 file in the D4RL layout as an import source (read in blocks, never whole)."""
+def open_d4rl_hdf5(
+    path: str | os.PathLike[str], env_id: str | None = None, *, no_terminals: bool = False
+) -> ImportSource:
+    """An HDF5 file in the D4RL layout as an import source (read in blocks, never whole).
+
+    `no_terminals=True` accepts a file without `terminals` (see the module docstring).
+    """
     path = Path(path)
     if not path.is_file():
         raise ImportFormatError(f"{path}: no such file.")
@@ -48,6 +63,7 @@ def open_d4rl_hdf5(path: str | os.PathLike[str], env_id: str | None = None) -> I
                 env_id or stored_env,
                 lambda plan: _stream_hdf5(path, plan),
                 stored_spaces=None if env_id else _hdf5_spaces(f),
+                no_terminals=no_terminals,
             )
             if "metadata" in f:
                 source.provenance["source_metadata"] = _hdf5_metadata(f["metadata"])
@@ -59,23 +75,31 @@ def open_d4rl_hdf5(path: str | os.PathLike[str], env_id: str | None = None) -> I
         ) from None
 
 
-def open_npz(path: str | os.PathLike[str], env_id: str | None = None) -> ImportSource:
+def open_npz(
+    path: str | os.PathLike[str], env_id: str | None = None, *, no_terminals: bool = False
+) -> ImportSource:
     """An NPZ file of flat arrays (same keys as D4RL). Loaded with allow_pickle=False."""
     path = Path(path)
     try:
         data = dict(np.load(path, allow_pickle=False))
     except (OSError, ValueError) as error:
         raise ImportFormatError(f"{path}: not a readable NPZ file ({error}).") from None
-    return from_arrays(data, env_id=env_id, description=str(path))
+    return from_arrays(data, env_id=env_id, description=str(path), no_terminals=no_terminals)
 
 
 def from_arrays(
-    arrays: Mapping[str, Any], env_id: str | None = None, description: str = "arrays"
+    arrays: Mapping[str, Any],
+    env_id: str | None = None,
+    description: str = "arrays",
+    *,
+    no_terminals: bool = False,
 ) -> ImportSource:
     """A dict of flat numpy arrays (D4RL keys) as an import source."""
     keys = _flat_keys(arrays)
     data = {k: np.asarray(arrays[k]) for k in keys}
-    return _describe(data, description, env_id, lambda plan: _stream(data, plan))
+    return _describe(
+        data, description, env_id, lambda plan: _stream(data, plan), no_terminals=no_terminals
+    )
 
 
 def _stream_hdf5(path: Path, plan: _Plan) -> Iterator[EpisodeBatch]:
@@ -99,6 +123,7 @@ def _describe(
     env_id: str | None,
     stream: Callable[[_Plan], Iterator[EpisodeBatch]],
     stored_spaces: tuple[gym.spaces.Box, gym.spaces.Box] | None = None,
+    no_terminals: bool = False,
 ) -> ImportSource:
     """Check keys, lengths, dtypes and shapes up front; return the streaming source.
 
@@ -110,14 +135,7 @@ def _describe(
             raise ImportFormatError(
                 f"{description}: missing required key {key!r}. Found keys: {sorted(arrays)}."
             )
-    flag_keys = {
-        name: next((k for k in keys if k in arrays), None) for name, keys in FLAG_KEYS.items()
-    }
-    if not any(flag_keys.values()):
-        raise ImportFormatError(
-            f"{description}: needs 'terminals' and/or 'timeouts' to find episode ends. "
-            f"Found keys: {sorted(arrays)}."
-        )
+    flag_keys = _episode_end_keys(arrays, description, no_terminals)
     n = arrays["rewards"].shape[0]
     step_keys = [
         "observations",
@@ -160,6 +178,17 @@ def _describe(
         )
     if "actions" not in arrays:
         notes.append("no 'actions': every episode is imported action-free.")
+    if no_terminals:
+        notes.append(
+            "no 'terminals' (--no-terminals): no step is marked terminated; every episode "
+            "ends as truncated, at 'timeouts' or at the end of the data."
+        )
+    elif flag_keys["truncations"] is None:
+        notes.append(
+            "no 'timeouts': episodes end only at 'terminals' and at the end of the data, so an "
+            "episode cut by a time limit runs on into the next one. Add a 'timeouts' key if "
+            "the data has time limits."
+        )
     refs = reference_returns(env_id)
     plan = _Plan(
         flag_keys["terminations"],
@@ -178,9 +207,38 @@ def _describe(
         env_id=env_id,
         ref_min_score=refs[0] if refs else None,
         ref_max_score=refs[1] if refs else None,
-        provenance={"source": description},
+        provenance={
+            "source": description,
+            "no_terminals": no_terminals,
+            "episode_end_keys": flag_keys,
+        },
         notes=notes,
     )
+
+
+def _episode_end_keys(
+    arrays: Mapping[str, Any], description: str, no_terminals: bool
+) -> dict[str, str | None]:
+    """The keys holding terminations and truncations; refuse data without terminals unless told."""
+    found = {name: next((k for k in keys if k in arrays), None) for name, keys in FLAG_KEYS.items()}
+    if found["terminations"] is None and not no_terminals:
+        raise ImportFormatError(
+            f"{description}: missing key 'terminals' (or 'terminations'): without it no episode "
+            "could be marked as terminated, which changes every value target. If the data "
+            "really has no terminal states, pass --no-terminals (Python: no_terminals=True). "
+            f"Found keys: {sorted(arrays)}."
+        )
+    if found["terminations"] is not None and no_terminals:
+        raise ImportFormatError(
+            f"{description}: --no-terminals (no_terminals=True) was given, but the data has the "
+            f"key {found['terminations']!r}. Drop the flag to import its terminations."
+        )
+    if found["terminations"] is None and found["truncations"] is None:
+        raise ImportFormatError(
+            f"{description}: with --no-terminals episodes end at 'timeouts' (or 'truncations'), "
+            f"and the data has neither. Found keys: {sorted(arrays)}."
+        )
+    return found
 
 
 class _Plan:

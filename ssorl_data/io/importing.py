@@ -11,7 +11,13 @@ from typing import Literal
 from tqdm.auto import tqdm
 
 from ssorl_data import layout
-from ssorl_data.errors import ImportFormatError, SpaceMismatchError, StoreExistsError
+from ssorl_data.envs import check_env_id
+from ssorl_data.errors import (
+    ImportFormatError,
+    SpaceMismatchError,
+    StoreExistsError,
+    StoreNotFoundError,
+)
 from ssorl_data.io.flat import open_d4rl_hdf5, open_npz
 from ssorl_data.io.minari_io import open_minari
 from ssorl_data.io.source import ImportSource
@@ -31,17 +37,29 @@ class ImportResult:
 
 
 def open_source(
-    source: str | os.PathLike[str], fmt: SourceFormat = "auto", env_id: str | None = None
+    source: str | os.PathLike[str],
+    fmt: SourceFormat = "auto",
+    env_id: str | None = None,
+    *,
+    no_terminals: bool = False,
 ) -> ImportSource:
-    """Open `source` by format: .hdf5/.h5 is D4RL layout, .npz is NPZ, else a Minari dataset."""
+    """Open `source` by format: .hdf5/.h5 is D4RL layout, .npz is NPZ, else a Minari dataset.
+
+    `no_terminals=True` accepts a D4RL/NPZ file without `terminals` (see ssorl_data.io.flat).
+    """
     text = str(source)
     if fmt == "auto":
         suffix = Path(text).suffix.lower()
         fmt = "d4rl" if suffix in (".hdf5", ".h5") else "npz" if suffix == ".npz" else "minari"
+    if no_terminals and fmt not in ("d4rl", "npz"):
+        raise ImportFormatError(
+            f"{text}: --no-terminals applies to D4RL HDF5 and NPZ files only; a {fmt} source "
+            "records its own terminations. Drop the flag."
+        )
     if fmt == "d4rl":
-        return open_d4rl_hdf5(text, env_id=env_id)
+        return open_d4rl_hdf5(text, env_id=env_id, no_terminals=no_terminals)
     if fmt == "npz":
-        return open_npz(text, env_id=env_id)
+        return open_npz(text, env_id=env_id, no_terminals=no_terminals)
     if fmt == "minari":
         return open_minari(text)
     raise ImportFormatError(f"Expected format auto, d4rl, npz or minari. Got {fmt!r} instead.")
@@ -58,13 +76,27 @@ def import_dataset(
     compression: Compression = "zstd",
     compression_level: int = layout.DEFAULT_COMPRESSION_LEVEL,
     progress: bool = True,
+    no_terminals: bool = False,
 ) -> ImportResult:
     """Import a dataset into a store; all its episodes become visible together or not at all.
 
     A new store is created (and removed again if the import fails); an existing one
     is appended to only when `append=True`, and only if its spaces are the same.
+    `no_terminals` is passed to `open_source` (an `ImportSource` was opened with its own).
+    `env_id`, when given, must be registered in gymnasium.
     """
-    src = source if isinstance(source, ImportSource) else open_source(source, fmt, env_id)
+    if append and not Path(store_path).exists():
+        raise StoreNotFoundError(
+            f"{store_path}: no store to append to. Drop append=True (CLI: --append) to "
+            "create a new store there, or give the path of the existing store."
+        )
+    if env_id is not None:
+        check_env_id(env_id)
+    src = (
+        source
+        if isinstance(source, ImportSource)
+        else open_source(source, fmt, env_id, no_terminals=no_terminals)
+    )
     if src.n_steps == 0:
         raise ImportFormatError(f"{src.description}: holds no steps; nothing to import.")
     store_path = Path(store_path)

@@ -154,7 +154,7 @@ GOOD = {
         ({k: v for k, v in GOOD.items() if k != "rewards"}, "missing required key 'rewards'"),
         ({**GOOD, "actions": np.zeros((3, 2), np.float32)}, "'actions' has 3 rows"),
         ({**GOOD, "observations": np.array(["a"] * 4, dtype="S1")}, "'observations' has dtype"),
-        ({k: v for k, v in GOOD.items() if k != "terminals"}, "'terminals' and/or 'timeouts'"),
+        ({k: v for k, v in GOOD.items() if k != "terminals"}, "missing key 'terminals'"),
         ({**GOOD, "rewards": np.zeros((4, 2), np.float32)}, "expected 1-D"),
     ],
 )
