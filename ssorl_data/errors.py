@@ -102,3 +102,30 @@ class PolicyNotFoundError(SsorlError, FileNotFoundError):
 
 class PolicyLoadError(SsorlError, ValueError):
     """A saved policy cannot be loaded weights-only, or does not fit the env's spaces."""
+
+
+class InvalidArgumentError(SsorlError, ValueError):
+    """An argument or config value has the wrong type or lies outside its range."""
+
+
+class UnknownEnvError(SsorlError, LookupError):
+    """A gymnasium env id that is not registered, or an env that cannot be made."""
+
+
+class SchedulerUnreachableError(SsorlError, ConnectionError):
+    """No dask.distributed scheduler answers at the given address."""
+
+
+class StaleDataError(SsorlError, ValueError):
+    """Derived data (a split, a relabel run) covers fewer episodes or steps than the store has
+    now, or was made from an upstream that has changed since; the message names the command
+    that extends or remakes it."""
+
+
+class DirectoryLockedError(SsorlError, RuntimeError):
+    """Another live process holds the writer lock of an output directory (a training run, an
+    IDM checkpoint)."""
+
+
+class IdmExistsError(SsorlError, FileExistsError):
+    """An IDM checkpoint exists in the output directory and overwrite was not asked for."""
