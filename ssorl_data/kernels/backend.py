@@ -2,10 +2,14 @@
 
 The C++ ops in `csrc/` are compiled on first use with
 `torch.utils.cpp_extension.load` into a cache directory and loaded as the
-`torch.ops.ssorl` library. When that fails (no compiler, no headers) ssorl
-falls back to the numba kernels with one `KernelBuildWarning`. The environment
-variable `SSORL_BACKEND=cpp|numba|torch` forces a backend; a forced `cpp` that cannot
-be built is an error, not a fallback.
+`torch.ops.ssorl` library. The sources travel inside the package as
+`ssorl_data/_csrc/` (a symlink to `csrc/` in the repository, real files in a wheel
+or sdist) and are found through the package, so `pip install .`, wheels, sdists and
+editable installs all build the same kernels (just in time, against the torch that
+is installed, never an ahead-of-time build tied to one torch ABI). When the build
+fails (no compiler, no headers) ssorl falls back to the numba kernels with one
+`KernelBuildWarning`. The environment variable `SSORL_BACKEND=cpp|numba|torch`
+forces a backend; a forced `cpp` that cannot be built is an error, not a fallback.
 
 CUDA sources are compiled only when asked for by the explicit switch
 `SSORL_BUILD_CUDA=1` (or, when unset, when torch itself was built with CUDA and
@@ -19,6 +23,7 @@ import hashlib
 import os
 import warnings
 from dataclasses import asdict, dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +43,7 @@ _CPU_SOURCES = (
     "cpu/returns_to_go.cpp",
 )
 _CUDA_SOURCES = ("cuda/kernels.cu", "cuda/register.cpp")
+SOURCES_DIR = "_csrc"  # inside the ssorl_data package; pyproject.toml ships it as package data
 # No -ffast-math and no FMA contraction: every backend must round identically.
 _CFLAGS = ["-O3", "-fopenmp", "-ffp-contract=off"]
 _CUDA_CFLAGS = ["-O3", "--fmad=false"]
@@ -48,6 +54,7 @@ class BackendInfo:
     """Which backend runs the ops, and why."""
 
     name: str  # "cpp", "numba" or "torch"
+    origin: str | None  # "jit": the C++ library was built (or reused) from the sources; else None
     reason: str  # one sentence a user can act on
     cuda_built: bool  # the CUDA kernels were compiled into the C++ library
     library: str | None  # path of the loaded C++ library, if any
@@ -70,8 +77,8 @@ def requested_backend() -> str | None:
 
 
 def csrc_dir() -> Path:
-    """The C++ sources: `csrc/` beside the package (source tree or editable install)."""
-    return Path(__file__).resolve().parent.parent.parent / "csrc"
+    """The C++ sources, found through the installed package: `ssorl_data/_csrc/`."""
+    return Path(str(resources.files("ssorl_data") / SOURCES_DIR))
 
 
 def cache_dir() -> Path:
@@ -99,8 +106,9 @@ def build_cpp(with_cuda: bool) -> Path:
     src = csrc_dir()
     if not (src / "ops.cpp").is_file():
         raise FileNotFoundError(
-            f"Expected the C++ sources at {src}. Got no ops.cpp there; install ssorl from a "
-            "source checkout (pip install -e .) or set SSORL_BACKEND=numba."
+            f"Expected the C++ sources at {src}. Got no ops.cpp there: this install lacks the "
+            f"package data ssorl_data/{SOURCES_DIR}/; reinstall ssorl (pip install .) or set "
+            f"{BACKEND_ENV}=numba."
         )
     names = _CPU_SOURCES + (_CUDA_SOURCES if with_cuda else ())
     name = "ssorl_ops_cuda" if with_cuda else "ssorl_ops"
@@ -148,7 +156,7 @@ def resolve() -> BackendInfo:
     """Pick the backend once per process: forced by SSORL_BACKEND, else cpp, else numba."""
     forced = requested_backend()
     if forced in ("numba", "torch"):
-        return BackendInfo(forced, f"{BACKEND_ENV}={forced} forces it", False, None, None)
+        return BackendInfo(forced, None, f"{BACKEND_ENV}={forced} forces it", False, None, None)
     with_cuda = cuda_build_requested()
     try:
         library = _build_with_cpu_retry(with_cuda)
@@ -168,7 +176,7 @@ def resolve() -> BackendInfo:
             stacklevel=3,
         )
         return BackendInfo(
-            "numba", "the C++ build failed; numba is the fallback", False, None, error
+            "numba", None, "the C++ build failed; numba is the fallback", False, None, error
         )
     reason = f"{BACKEND_ENV}=cpp forces it" if forced else "the C++ kernels built (the default)"
-    return BackendInfo("cpp", reason, with_cuda, str(library), None)
+    return BackendInfo("cpp", "jit", reason, with_cuda, str(library), None)

@@ -42,7 +42,8 @@ def test_forced_cpp_that_cannot_build_is_an_error(monkeypatch: pytest.MonkeyPatc
 def test_forced_python_backends_do_not_build(monkeypatch: pytest.MonkeyPatch, name: str):
     monkeypatch.setenv(backend.BACKEND_ENV, name)
     monkeypatch.setattr(backend, "build_cpp", _failing_build)
-    assert backend.resolve().name == name
+    info = backend.resolve()
+    assert (info.name, info.origin, info.library) == (name, None, None)
 
 
 def test_unknown_backend_name_is_rejected(monkeypatch: pytest.MonkeyPatch):
@@ -64,9 +65,18 @@ def test_cuda_build_switch_is_explicit(monkeypatch: pytest.MonkeyPatch):
     assert not backend.cuda_build_requested()
 
 
-def test_sources_are_found_relative_to_the_package():
-    assert backend.csrc_dir() == REPO / "csrc"
+def test_sources_are_found_through_the_package():
+    """Not through the repository: ssorl_data/_csrc is what wheels and sdists also carry."""
+    import ssorl_data
+
+    assert backend.csrc_dir() == Path(ssorl_data.__file__).parent / "_csrc"
     assert (backend.csrc_dir() / "ops.cpp").is_file()
+
+
+def test_missing_sources_name_the_package_data(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    monkeypatch.setattr(backend, "csrc_dir", lambda: tmp_path)
+    with pytest.raises(FileNotFoundError, match="lacks the package data ssorl_data/_csrc/"):
+        backend.build_cpp(False)
 
 
 def test_environment_override_reaches_a_fresh_process(tmp_path: Path):
@@ -84,7 +94,10 @@ def test_doctor_reports_backend_as_json():
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
     assert report["backend"] in backend.BACKENDS
-    assert {"torch", "backend_reason", "cuda_built"} <= set(report)
+    assert {"torch", "backend_reason", "cuda_built", "library"} <= set(report)
+    assert report["origin"] == ("jit" if report["backend"] == "cpp" else None)
+    assert report["sources"] == str(backend.csrc_dir()) and report["sources_found"] is True
+    assert report["cache"] == str(backend.cache_dir())
 
 
 def test_doctor_prints_a_table():
