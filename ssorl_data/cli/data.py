@@ -50,9 +50,25 @@ def data() -> None:
     "episodes end only at 'timeouts'. Recorded in the store's provenance. Without it such a "
     "file is refused. (A file without 'timeouts' imports as is: episodes end at 'terminals'.)",
 )
+@click.option(
+    "--accept-float32-rounding",
+    is_flag=True,
+    help="Import a Minari dataset even where storing its float64 observations as float32 "
+    "rounds a dimension by more than 1e-4 of its range (the store holds float32, what the "
+    "kernels and networks read). The rounding is recorded in the store's provenance.",
+)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def import_command(
-    source, store, fmt, append, env_id, chunk_steps, compression, no_terminals, quiet
+    source,
+    store,
+    fmt,
+    append,
+    env_id,
+    chunk_steps,
+    compression,
+    no_terminals,
+    accept_float32_rounding,
+    quiet,
 ) -> None:
     """Import SOURCE (D4RL HDF5, NPZ, or Minari dataset) into the store at STORE.
 
@@ -71,6 +87,7 @@ def import_command(
         compression=compression,
         progress=not quiet,
         no_terminals=no_terminals,
+        accept_float32_rounding=accept_float32_rounding,
     )
     for note in result.notes:
         click.echo(f"note: {note}", err=True)
@@ -152,12 +169,21 @@ def _info_table(s: dict) -> str:
     type=click.Path(path_type=Path),
     help="Directory of Minari datasets (default: MINARI_DATASETS_PATH or ~/.minari).",
 )
+@click.option(
+    "--minari-format",
+    type=click.Choice(["hdf5", "arrow"]),
+    default="hdf5",
+    show_default=True,
+    help="Minari's data format for --format minari.",
+)
 @click.option("--overwrite", is_flag=True, help="Replace an existing HDF5 file.")
-def export(store, destination, fmt, minari_root, overwrite) -> None:
+def export(store, destination, fmt, minari_root, minari_format, overwrite) -> None:
     """Export STORE to a D4RL-layout HDF5 file or a Minari dataset.
 
     Missing actions are written as NaN rows, which `ssorl data import` reads back
-    as missing. Python API: ssorl_data.io.d4rl_export / ssorl_data.io.minari_io.
+    as missing. A Minari export restores the observation space the import recorded
+    (a Dict with its keys, float64 if the source was).
+    Python API: ssorl_data.io.d4rl_export / ssorl_data.io.minari_io.
     """
     from ssorl_data.store import TrajectoryStore
 
@@ -169,7 +195,9 @@ def export(store, destination, fmt, minari_root, overwrite) -> None:
         else:
             from ssorl_data.io.minari_io import export_minari
 
-            written = export_minari(opened, destination, root=minari_root)
+            written = export_minari(
+                opened, destination, root=minari_root, data_format=minari_format
+            )
     click.echo(f"exported {store} to {written}")
 
 

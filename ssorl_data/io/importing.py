@@ -20,6 +20,7 @@ from ssorl_data.errors import (
 )
 from ssorl_data.io.flat import open_d4rl_hdf5, open_npz
 from ssorl_data.io.minari_io import open_minari
+from ssorl_data.io.observations import recorded_layout
 from ssorl_data.io.source import ImportSource
 from ssorl_data.store import Compression, TrajectoryStore
 
@@ -42,10 +43,13 @@ def open_source(
     env_id: str | None = None,
     *,
     no_terminals: bool = False,
+    accept_float32_rounding: bool = False,
 ) -> ImportSource:
     """Open `source` by format: .hdf5/.h5 is D4RL layout, .npz is NPZ, else a Minari dataset.
 
     `no_terminals=True` accepts a D4RL/NPZ file without `terminals` (see ssorl_data.io.flat).
+    `accept_float32_rounding=True` imports a Minari dataset whose float32 rounding exceeds
+    the tolerance (see ssorl_data.io.observations).
     """
     text = str(source)
     if fmt == "auto":
@@ -56,12 +60,17 @@ def open_source(
             f"{text}: --no-terminals applies to D4RL HDF5 and NPZ files only; a {fmt} source "
             "records its own terminations. Drop the flag."
         )
+    if accept_float32_rounding and fmt != "minari":
+        raise ImportFormatError(
+            f"{text}: --accept-float32-rounding applies to Minari datasets only; a {fmt} "
+            "source is not checked for rounding. Drop the flag."
+        )
     if fmt == "d4rl":
         return open_d4rl_hdf5(text, env_id=env_id, no_terminals=no_terminals)
     if fmt == "npz":
         return open_npz(text, env_id=env_id, no_terminals=no_terminals)
     if fmt == "minari":
-        return open_minari(text)
+        return open_minari(text, accept_float32_rounding=accept_float32_rounding)
     raise ImportFormatError(f"Expected format auto, d4rl, npz or minari. Got {fmt!r} instead.")
 
 
@@ -77,12 +86,14 @@ def import_dataset(
     compression_level: int = layout.DEFAULT_COMPRESSION_LEVEL,
     progress: bool = True,
     no_terminals: bool = False,
+    accept_float32_rounding: bool = False,
 ) -> ImportResult:
     """Import a dataset into a store; all its episodes become visible together or not at all.
 
     A new store is created (and removed again if the import fails); an existing one
     is appended to only when `append=True`, and only if its spaces are the same.
-    `no_terminals` is passed to `open_source` (an `ImportSource` was opened with its own).
+    `no_terminals` and `accept_float32_rounding` are passed to `open_source` (an
+    `ImportSource` was opened with its own).
     `env_id`, when given, must be registered in gymnasium.
     """
     if append and not Path(store_path).exists():
@@ -95,7 +106,13 @@ def import_dataset(
     src = (
         source
         if isinstance(source, ImportSource)
-        else open_source(source, fmt, env_id, no_terminals=no_terminals)
+        else open_source(
+            source,
+            fmt,
+            env_id,
+            no_terminals=no_terminals,
+            accept_float32_rounding=accept_float32_rounding,
+        )
     )
     if src.n_steps == 0:
         raise ImportFormatError(f"{src.description}: holds no steps; nothing to import.")
@@ -156,4 +173,16 @@ def _check_same_spaces(store: TrajectoryStore, src: ImportSource) -> None:
                 f"{src.description}: its {what} space {theirs!r} differs from the store's "
                 f"{ours!r} ({store.path}). Import it into a separate store, or pass the "
                 "store's env id (--env-id) if the data comes from the same env."
+            )
+    # Same Box, different keys behind its columns (a Dict source): refuse too.
+    recorded = recorded_layout(store.metadata.extra, str(store.path))
+    theirs = src.provenance.get("observation_layout")
+    if recorded is not None and theirs is not None:
+        ours = recorded.to_json()["leaves"]
+        if [(x["key"], x["shape"], x["columns"]) for x in ours] != [
+            (x["key"], x["shape"], x["columns"]) for x in theirs["leaves"]
+        ]:
+            raise SpaceMismatchError(
+                f"{src.description}: its observation columns hold {theirs['leaves']!r}, the "
+                f"store's hold {ours!r} ({store.path}). Import it into a separate store."
             )

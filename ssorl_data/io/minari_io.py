@@ -1,7 +1,10 @@
 """Minari datasets: import by id (from MINARI_DATASETS_PATH) or by path, and export.
 
-Everything goes through the `minari` package's own API, so what we write is what
-`minari.load_dataset` reads.
+Everything goes through the `minari` package's own API (either data format, hdf5 or
+arrow), so what we read is what `minari.load_dataset` yields and what we write is what
+it reads. Observations go through `ObservationLayout` (Dict spaces flattened, float64
+rounded to float32 and measured); the layout is recorded in the import's provenance and
+restored on export.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, Literal
 
 import gymnasium as gym
 import minari
@@ -22,57 +26,119 @@ from minari.dataset.minari_dataset import parse_dataset_id
 
 from ssorl_data.episodes import EpisodeBatch, concat_batches, make_episode
 from ssorl_data.errors import ImportFormatError, InvalidNameError
+from ssorl_data.io.observations import (
+    Float32Rounding,
+    ObservationLayout,
+    observation_layout,
+    recorded_layout,
+)
 from ssorl_data.io.source import ImportSource
-from ssorl_data.io.spaces import as_store_observation_space
-from ssorl_data.metadata import check_box
 from ssorl_data.store import TrajectoryStore
 
 BLOCK_STEPS = 131_072
 
+MinariFormat = Literal["hdf5", "arrow"]
 
-def open_minari(dataset: str | os.PathLike[str]) -> ImportSource:
-    """A Minari dataset as an import source: an existing directory is a path, else an id."""
+
+def open_minari(
+    dataset: str | os.PathLike[str], *, accept_float32_rounding: bool = False
+) -> ImportSource:
+    """A Minari dataset as an import source: an existing directory is a path, else an id.
+
+    Observations are stored as float32 (uint8 stays uint8); where that rounds (float64),
+    the largest error is recorded in the provenance, and an error beyond
+    `observations.ROUNDING_TOLERANCE` of a dimension's range is refused at the end of the
+    import (nothing is committed) unless `accept_float32_rounding`.
+    """
     data = _load(dataset)
     description = f"minari dataset {str(dataset)!r}"
-    try:
-        obs_space = as_store_observation_space(check_box(data.observation_space, "observation"))
-        act_space = check_box(data.action_space, "action")
-    except ValueError as error:
-        raise ImportFormatError(f"{description}: {error}") from None
+    layout = observation_layout(data.observation_space, description)
     metadata = data.storage.metadata
     env_spec = data.spec.env_spec if data.spec is not None else None
+    provenance: dict[str, Any] = {
+        "source": description,
+        "minari_dataset_id": metadata.get("dataset_id"),
+        "minari_data_format": metadata.get("data_format"),
+        "observation_layout": layout.to_json(),
+    }
     return ImportSource(
         description=description,
-        observation_space=obs_space,
-        action_space=act_space,
+        observation_space=layout.store_space,
+        action_space=_action_space(data.action_space, description),
         n_steps=int(data.total_steps),
-        batches=lambda: _stream(data, obs_space.dtype, description),
+        batches=lambda: _stream(data, layout, provenance, accept_float32_rounding, description),
         env_id=env_spec.id if env_spec is not None else None,
         ref_min_score=metadata.get("ref_min_score"),
         ref_max_score=metadata.get("ref_max_score"),
-        provenance={"source": description, "minari_dataset_id": metadata.get("dataset_id")},
+        provenance=provenance,
     )
 
 
 def export_minari(
-    store: TrajectoryStore, dataset_id: str, root: str | os.PathLike[str] | None = None
+    store: TrajectoryStore,
+    dataset_id: str,
+    root: str | os.PathLike[str] | None = None,
+    *,
+    data_format: MinariFormat = "hdf5",
 ) -> Path:
     """Write the store as Minari dataset `dataset_id` under `root` (default: Minari's own).
 
-    Steps without a recorded action are exported as NaN actions, which our importer
-    reads back as missing. Minari's API takes all episodes in memory at once.
+    Observations get back the space the store's imports recorded (a Dict with its keys,
+    float64 if the source was), else the store's own. Steps without a recorded action are
+    exported as NaN actions, which our importer reads back as missing. Episodes are
+    written block by block (Minari's `update_dataset_from_buffer`), so memory stays
+    bounded; images are written raw, not JPEG-encoded, so nothing is lost.
     """
     _check_dataset_id(dataset_id)
+    if data_format not in ("hdf5", "arrow"):
+        raise ImportFormatError(
+            f"Expected a Minari data format hdf5 or arrow. Got {data_format!r} instead."
+        )
     if store.n_episodes == 0:
         raise ImportFormatError(f"{store.path}: has no episodes; Minari needs at least one.")
-    buffers = []
-    for batch in store.iter_batches():
+    layout = recorded_layout(store.metadata.extra, str(store.path)) or observation_layout(
+        store.observation_space, str(store.path)
+    )
+    with _datasets_root(root), warnings.catch_warnings():
+        # Minari nags about author/permalink/eval_env metadata an export cannot know.
+        warnings.filterwarnings("ignore", category=UserWarning, module="minari")
+        dataset = None
+        try:
+            for buffers in _buffer_blocks(store, layout):
+                if dataset is not None:
+                    dataset.update_dataset_from_buffer(buffers)
+                    continue
+                dataset = minari.create_dataset_from_buffers(
+                    dataset_id=dataset_id,
+                    buffer=buffers,
+                    env=_registered_spec(store.env_id),
+                    observation_space=layout.source_space,
+                    action_space=store.action_space,
+                    ref_min_score=store.metadata.ref_min_score,
+                    ref_max_score=store.metadata.ref_max_score,
+                    algorithm_name="ssorl export",
+                    description=f"Exported by ssorl from {store.path}",
+                    data_format=data_format,
+                    jpeg_encoding=False,
+                )
+        except BaseException:
+            _remove_partial(dataset_id)
+            raise
+        assert dataset is not None  # the store has episodes
+        return Path(dataset.storage.data_path).parent
+
+
+def _buffer_blocks(store: TrajectoryStore, layout: ObservationLayout) -> Iterator[list]:
+    """The store's episodes as Minari buffers, about BLOCK_STEPS steps per list."""
+    first = 0
+    for batch in store.iter_batches(BLOCK_STEPS):
+        buffers = []
         for i in range(batch.n_episodes):
             ep = batch.episode(i)
             buffers.append(
                 EpisodeBuffer(
-                    id=len(buffers),
-                    observations=ep.observations,
+                    id=first + i,
+                    observations=layout.unflatten(ep.observations),
                     actions=ep.actions,
                     rewards=ep.rewards,
                     terminations=ep.terminations,
@@ -80,25 +146,20 @@ def export_minari(
                     infos={},
                 )
             )
-    with _datasets_root(root), warnings.catch_warnings():
-        # Minari nags about author/permalink/eval_env metadata an export cannot know.
-        warnings.filterwarnings("ignore", category=UserWarning, module="minari")
-        try:
-            dataset = minari.create_dataset_from_buffers(
-                dataset_id=dataset_id,
-                buffer=buffers,
-                env=_registered_spec(store.env_id),
-                observation_space=store.observation_space,
-                action_space=store.action_space,
-                ref_min_score=store.metadata.ref_min_score,
-                ref_max_score=store.metadata.ref_max_score,
-                algorithm_name="ssorl export",
-                description=f"Exported by ssorl from {store.path}",
-            )
-        except BaseException:
-            _remove_partial(dataset_id)
-            raise
-        return Path(dataset.storage.data_path).parent
+        first += batch.n_episodes
+        yield buffers
+
+
+def _action_space(space: gym.Space, where: str) -> gym.spaces.Box:
+    """Box actions as the store holds them (float32); any other space is refused by name."""
+    if not isinstance(space, gym.spaces.Box):
+        raise ImportFormatError(
+            f"{where}: action space {space!r} is not supported yet. ssorl learns continuous "
+            "Box actions only (its IDM, TD3+BC, IQL, CQL and DT regress actions)."
+        )
+    return gym.spaces.Box(
+        space.low.astype(np.float32), space.high.astype(np.float32), dtype=np.float32
+    )
 
 
 def _registered_spec(env_id: str | None) -> gym.envs.registration.EnvSpec | None:
@@ -135,33 +196,49 @@ def _load(dataset: str | os.PathLike[str]) -> minari.MinariDataset:
         ) from None
 
 
-def _stream(data: minari.MinariDataset, obs_dtype, description: str) -> Iterator[EpisodeBatch]:
+def _stream(
+    data: minari.MinariDataset,
+    layout: ObservationLayout,
+    provenance: dict[str, Any],
+    accept_float32_rounding: bool,
+    description: str,
+) -> Iterator[EpisodeBatch]:
+    """Whole-episode blocks; the rounding check runs after the last one, before the commit
+    (the provenance dict gets its record then, as the store reads it at commit)."""
+    rounding = Float32Rounding(layout, description) if Float32Rounding.needed(layout) else None
     pending: list[EpisodeBatch] = []
     steps = 0
     for episode in data.iterate_episodes():
-        pending.append(_episode_batch(episode, obs_dtype, description))
+        pending.append(_episode_batch(episode, layout, rounding, description))
         steps += pending[-1].n_steps
         if steps >= BLOCK_STEPS:
             yield concat_batches(pending)
             pending, steps = [], 0
     if pending:
         yield concat_batches(pending)
+    if rounding is not None:
+        provenance["observation_rounding"] = rounding.finish(accept_float32_rounding)
 
 
-def _episode_batch(episode: EpisodeData, obs_dtype, description: str) -> EpisodeBatch:
-    observations = np.asarray(episode.observations)
-    if observations.dtype.kind not in "fiu":
-        raise ImportFormatError(
-            f"{description}, episode {episode.id}: observations are {observations.dtype}; "
-            "only Box observations can be imported."
-        )
+def _episode_batch(
+    episode: EpisodeData,
+    layout: ObservationLayout,
+    rounding: Float32Rounding | None,
+    description: str,
+) -> EpisodeBatch:
+    where = f"{description}, episode {episode.id}"
+    observations = layout.flatten(episode.observations, where)
+    if rounding is not None:
+        observations = rounding.cast(observations, where)
+    else:
+        observations = observations.astype(layout.store_space.dtype, copy=False)
     return make_episode(
-        observations.astype(obs_dtype, copy=False),
+        observations,
         np.asarray(episode.actions),
         np.asarray(episode.rewards),
         np.asarray(episode.terminations),
         np.asarray(episode.truncations),
-        source=f"{description}, episode {episode.id}",
+        source=where,
     )
 
 
@@ -186,7 +263,8 @@ def _datasets_root(root: str | os.PathLike[str] | None) -> Iterator[None]:
         yield
         return
     previous = os.environ.get("MINARI_DATASETS_PATH")
-    os.environ["MINARI_DATASETS_PATH"] = str(root)
+    # absolute: Minari joins a relative root onto paths already under it (and then fails)
+    os.environ["MINARI_DATASETS_PATH"] = str(Path(root).resolve())
     try:
         yield
     finally:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+import warnings
 from pathlib import Path
 
 import gymnasium as gym
@@ -58,3 +60,139 @@ def make_store(path: Path, batch: EpisodeBatch | None = None, **create_kwargs) -
         if batch is not None:
             store.append(batch)
     return path
+
+
+# ---------------------------------------------------------------- Minari datasets
+# Made with minari's own API from the real gymnasium Hopper-v5 (float64 observations).
+
+
+def hopper_rollouts(n_episodes: int, max_steps: int, seed: int = 0, env: gym.Env | None = None):
+    """Random-action episodes of Hopper-v5 (or `env`) as Minari EpisodeBuffers."""
+    from minari.data_collector import EpisodeBuffer
+
+    env = env or gym.make("Hopper-v5", max_episode_steps=max_steps)
+    env.action_space.seed(seed)
+    buffers = []
+    for episode in range(n_episodes):
+        obs, _ = env.reset(seed=seed + episode)
+        observations, actions, rewards, terms, truncs = [obs], [], [], [], []
+        while True:
+            action = env.action_space.sample()
+            obs, reward, terminated, truncated, _ = env.step(action)
+            observations.append(obs)
+            actions.append(action)
+            rewards.append(reward)
+            terms.append(terminated)
+            truncs.append(truncated)
+            if terminated or truncated:
+                break
+        buffers.append(
+            EpisodeBuffer(
+                id=episode,
+                observations=np.stack(observations),
+                actions=np.stack(actions),
+                rewards=np.asarray(rewards),
+                terminations=np.asarray(terms),
+                truncations=np.asarray(truncs),
+            )
+        )
+    env.close()
+    return buffers
+
+
+def collect_minari(dataset_id: str, env: gym.Env, n_episodes: int, data_format: str, seed: int = 0):
+    """A dataset recorded by minari.DataCollector around `env`, random actions."""
+    import minari
+
+    collector = minari.DataCollector(env, data_format=data_format)
+    collector.action_space.seed(seed)
+    for episode in range(n_episodes):
+        collector.reset(seed=seed + episode)
+        while True:
+            _, _, terminated, truncated, _ = collector.step(collector.action_space.sample())
+            if terminated or truncated:
+                break
+    # DataCollector moves its TemporaryDirectory's files into the dataset and drops the
+    # object, which then warns that it was cleaned up implicitly (a ResourceWarning);
+    # close() rmtree's the next one, which warns alike. Nothing leaks: silence just that.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Implicitly cleaning up", ResourceWarning)
+        dataset = collector.create_dataset(dataset_id, algorithm_name="random")
+        collector.close()
+        del collector  # its last TemporaryDirectory warns when collected
+        gc.collect()
+    return dataset
+
+
+class DictHopper(gym.ObservationWrapper):
+    """Hopper-v5 observing a Dict like Minari's robotics datasets; `nested` adds a sub-Dict
+    with a uint8 entry, to exercise gymnasium's depth-first flatten order."""
+
+    def __init__(self, env: gym.Env, nested: bool = False) -> None:
+        super().__init__(env)
+        box = env.observation_space  # float64 (11,)
+        spaces_ = {
+            "observation": gym.spaces.Box(box.low[2:], box.high[2:], dtype=np.float64),
+            "achieved_goal": gym.spaces.Box(-np.inf, np.inf, (2,), dtype=np.float64),
+            "desired_goal": gym.spaces.Box(-5.0, 5.0, (2,), dtype=np.float32),
+        }
+        if nested:
+            spaces_["sensors"] = gym.spaces.Dict(
+                {
+                    "velocity": gym.spaces.Box(-np.inf, np.inf, (2, 3), dtype=np.float64),
+                    "contact": gym.spaces.Box(0, 255, (2,), dtype=np.uint8),
+                }
+            )
+        self.nested = nested
+        self.observation_space = gym.spaces.Dict(spaces_)
+
+    def observation(self, obs: np.ndarray) -> dict:
+        out = {
+            "observation": obs[2:],
+            "achieved_goal": obs[:2],
+            "desired_goal": np.array([1.5, -0.5], np.float32),
+        }
+        if self.nested:
+            contact = (np.abs(obs[5:7]) * 100).clip(0, 255).astype(np.uint8)
+            out["sensors"] = {"velocity": obs[5:11].reshape(2, 3), "contact": contact}
+        return out
+
+
+def write_minari_hopper(
+    dataset_id: str,
+    n_steps: int,
+    *,
+    data_format: str = "hdf5",
+    episode_steps: int = 1000,
+    seed: int = 0,
+):
+    """A Hopper-v5 Minari dataset of `n_steps` steps in `episode_steps`-step episodes, fast.
+
+    For benchmarks (~1M steps in seconds): the values are random walks of Hopper's float64
+    shapes, not rollouts, written by minari.create_dataset_from_buffers with the real env's
+    spaces and spec. The dataset goes under MINARI_DATASETS_PATH.
+    """
+    import minari
+    from minari.data_collector import EpisodeBuffer
+
+    rng = np.random.default_rng(seed)
+    buffers = []
+    for episode, start in enumerate(range(0, n_steps, episode_steps)):
+        length = min(episode_steps, n_steps - start)
+        steps = rng.normal(0.0, 0.05, (length + 1, 11))
+        observations = np.cumsum(steps, axis=0) + np.r_[1.25, np.zeros(10)]
+        terminations = np.zeros(length, bool)
+        terminations[-1] = episode % 2 == 1  # every other episode falls, the others time out
+        buffers.append(
+            EpisodeBuffer(
+                id=episode,
+                observations=observations,
+                actions=rng.uniform(-1, 1, (length, 3)).astype(np.float32),
+                rewards=rng.normal(1.0, 0.1, length),
+                terminations=terminations,
+                truncations=~terminations & (np.arange(length) == length - 1),
+            )
+        )
+    return minari.create_dataset_from_buffers(
+        dataset_id, buffers, env="Hopper-v5", algorithm_name="synthetic", data_format=data_format
+    )
