@@ -7,12 +7,15 @@ options, so the API, the config files and the CLI accept and refuse the same val
 
 from __future__ import annotations
 
+import types
+import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from ssorl_data.errors import InvalidArgumentError
 
+_UNIONS = (typing.Union, types.UnionType)
 _KIND_NAMES = {int: "integer", float: "number", bool: "boolean", str: "string", dict: "table"}
 
 
@@ -81,6 +84,21 @@ class Expect:
         if self.min is not None and (value <= self.min if self.min_open else value < self.min):
             return False
         return self.max is None or (value < self.max if self.max_open else value <= self.max)
+
+
+def expect_of(annotation: Any) -> Expect | None:
+    """The Expect of a plain field annotation (int, float, bool, str, or one of them | None);
+    None for anything else."""
+    kinds = (
+        set(typing.get_args(annotation))
+        if typing.get_origin(annotation) in _UNIONS
+        else {annotation}
+    )
+    optional = type(None) in kinds
+    kinds.discard(type(None))
+    if len(kinds) == 1 and (kind := kinds.pop()) in (int, float, bool, str):
+        return Expect(kind, optional=optional)
+    return None
 
 
 def check_values(where: str, values: Mapping[str, Any], table: Mapping[str, Expect]) -> None:

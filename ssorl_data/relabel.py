@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import os
+import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ssorl_data import __version__, layout
-from ssorl_data.errors import RelabelExistsError
+from ssorl_data.errors import InvalidArgumentError, RelabelExistsError, SchedulerUnreachableError
 from ssorl_data.idm.checkpoint import Idm, checkpoint_hash, load_idm
 from ssorl_data.idm.evaluate import GroupStats, episode_groups, predict_windows
 from ssorl_data.idm.windows import RangeWindows
@@ -34,6 +35,7 @@ from ssorl_data.store import RelabelRun, TrajectoryStore, open_relabel_for_worke
 
 DEFAULT_BATCH_SIZE = 8192
 CHUNKS_PER_TASK = 2  # Dask task granularity: small enough to balance, large enough to amortise
+SCHEDULER_TIMEOUT_S = 5.0  # how long a --dask scheduler may take to accept a connection
 
 
 @dataclass(frozen=True)
@@ -91,6 +93,13 @@ def relabel_store(
 ) -> RelabelResult:
     """`relabel` on an open store (mode "a") with a loaded IDM."""
     started = time.perf_counter()
+    if dask_address is not None and workers is not None:
+        raise InvalidArgumentError(
+            "Expected one of dask_address (--dask) and workers (--workers). Got both: drop "
+            "--workers to use the scheduler, or --dask to start a local cluster."
+        )
+    if dask_address is not None:
+        check_scheduler(dask_address)  # before the run is created: nothing half-made
     idm.check_store(store)
     if split is None:
         split = idm.provenance.get("split")
@@ -224,6 +233,31 @@ def relabel_metrics(store: TrajectoryStore, run: RelabelRun, split: str | None) 
 # --------------------------------------------------------------------------- Dask
 
 
+def check_scheduler(address: str, timeout: float = SCHEDULER_TIMEOUT_S) -> None:
+    """Raise SchedulerUnreachableError unless a TCP connection to the scheduler at `address`
+    opens within `timeout` seconds (Dask's own client would wait 30 s, then fail mid-run)."""
+    from distributed.comm import parse_address
+    from distributed.comm.addressing import parse_host_port
+
+    try:
+        scheme, location = parse_address(address)
+        host, port = parse_host_port(location) if scheme in ("tcp", "tls") else (None, None)
+    except ValueError as error:
+        raise SchedulerUnreachableError(
+            f"Expected a scheduler address like 'tcp://HOST:PORT'. Got {address!r} ({error})."
+        ) from None
+    if host is None:
+        return  # another transport (inproc, ucx): Client's own timeout applies
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as error:
+        raise SchedulerUnreachableError(
+            f"No dask.distributed scheduler answers at {address!r} ({error}; waited at most "
+            f"{timeout:g} s). Start one (`dask scheduler`, workers with `dask worker ADDRESS`) "
+            "and pass its address, or use --workers N for a local cluster."
+        ) from None
+
+
 def _run_on_dask(store, idm, name, pending, batch_size, address, workers, bar) -> None:
     """Submit ranges of pending chunks as tasks; each worker reads its chunks plus halo and
     writes only its own chunks."""
@@ -240,7 +274,8 @@ def _run_on_dask(store, idm, name, pending, batch_size, address, workers, bar) -
             dashboard_address=None,
         )  # fmt: skip
     try:
-        with Client(cluster if cluster is not None else address) as client:
+        target = cluster if cluster is not None else address
+        with Client(target, timeout=SCHEDULER_TIMEOUT_S) as client:
             futures = [
                 client.submit(
                     _dask_task,

@@ -16,11 +16,22 @@ import numpy as np
 import torch
 
 from ssorl_data.episode_index import EpisodeIndex
+from ssorl_data.expect import Expect, check_values
 from ssorl_train.common import Normalizer
-from ssorl_train.errors import EmptyTrainingDataError, MissingRelabelError, TrainingDataError
+from ssorl_train.errors import (
+    EmptyTrainingDataError,
+    MissingRelabelError,
+    MissingSplitError,
+    TrainingDataError,
+)
 
 Mode = Literal["full", "labelled-only", "semi-supervised"]
 MODES: tuple[str, ...] = ("full", "labelled-only", "semi-supervised")
+# the uncertainty filters' arguments (`select_actions`, `load_training_data`, `ssorl train`)
+VIEW_ARGS: dict[str, Expect] = {
+    "drop_uncertain": Expect(float, min=0, max=1, max_open=True),
+    "weight_beta": Expect(float, min=0, optional=True),
+}
 
 
 @dataclass(frozen=True)
@@ -70,10 +81,7 @@ def select_actions(
             f"episode. Got lengths summing to {int(lengths.sum())} and "
             f"{np.shape(episode_visible)[0]} flags for {lengths.shape[0]} episodes instead."
         )
-    if mode not in MODES:
-        raise ValueError(f"Expected mode in {MODES!r}. Got {mode!r} instead.")
-    if not 0.0 <= drop_uncertain < 1.0:
-        raise ValueError(f"Expected 0 <= drop_uncertain < 1. Got {drop_uncertain!r} instead.")
+    check_view_args(mode, drop_uncertain, weight_beta)
     visible = EpisodeIndex.from_lengths(lengths).per_step(np.asarray(episode_visible, bool))  # [N]
     use_recorded = action_mask if mode == "full" else action_mask & visible
     actions = np.where(use_recorded[:, None], recorded_actions, 0.0).astype(np.float32)
@@ -302,6 +310,14 @@ class TrainingData:
         )
 
 
+def check_view_args(mode: str, drop_uncertain: float, weight_beta: float | None) -> None:
+    """Refuse an unknown mode or an uncertainty filter outside its range."""
+    if mode not in MODES:
+        raise TrainingDataError(f"Expected mode in {MODES!r}. Got {mode!r} instead.")
+    values = {"drop_uncertain": drop_uncertain, "weight_beta": weight_beta}
+    check_values("dataset view", values, VIEW_ARGS)
+
+
 def load_training_data(
     store_path: str | Path,
     mode: Mode = "full",
@@ -312,13 +328,26 @@ def load_training_data(
 ) -> TrainingData:
     """The dataset view: a store, an optional split and relabel run, joined by `select_actions`.
 
-    Without a split every episode counts as visible (so `labelled-only` trains on the
-    episodes that recorded actions, and `semi-supervised` fills the action-free ones
-    with proxy actions). The relabel run must be complete; it covers the steps that
+    `labelled-only` and `semi-supervised` need the split that says which episodes keep
+    their actions (without one they would train exactly as `full`); `semi-supervised`
+    also needs a relabel run. The relabel run must be complete; it covers the steps that
     existed when it ran, and later steps have no proxy action.
     """
     from ssorl_data.store import TrajectoryStore
 
+    check_view_args(mode, drop_uncertain, weight_beta)
+    if mode == "semi-supervised" and relabel is None:
+        raise MissingRelabelError(
+            "Semi-supervised training needs proxy actions. Got no relabel run: pass "
+            "relabel=NAME (CLI: --relabel NAME; `ssorl relabel` writes one)."
+        )
+    if mode != "full" and split is None:
+        raise MissingSplitError(
+            f"Mode {mode!r} needs a split (CLI: --split NAME) naming the episodes whose "
+            "actions are visible; without one every recorded action is visible and it "
+            "would train exactly as --mode full. Make one with `ssorl data split`, or "
+            "train --mode full."
+        )
     path = Path(store_path)
     if path.suffix in (".hdf5", ".h5", ".npz"):
         raise TrainingDataError(

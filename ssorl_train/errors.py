@@ -39,3 +39,8 @@ class PipelineConfigError(SsorlError, ValueError):
 class AlgorithmConfigError(SsorlError, ValueError):
     """An algorithm config field (`--set KEY=VALUE`, `[train] overrides`) is unknown or its
     value does not parse."""
+
+
+class MissingSplitError(SsorlError, ValueError):
+    """A mode that hides actions (labelled-only, semi-supervised) was asked for without a
+    split saying which episodes keep them."""

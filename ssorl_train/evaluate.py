@@ -9,6 +9,8 @@ import gymnasium
 import numpy as np
 import torch
 
+from ssorl_data.envs import check_env_spaces
+from ssorl_data.expect import Expect, check_values
 from ssorl_data.reference_scores import normalized_score
 from ssorl_data.reference_scores import reference_returns as d4rl_reference_returns
 from ssorl_train.algos import Algorithm, make_algorithm, make_config
@@ -24,6 +26,18 @@ def reference_returns(
     if ref_min is not None and ref_max is not None:
         return ref_min, ref_max
     return d4rl_reference_returns(env_id)
+
+
+def check_eval_env(env_id: str | None, obs_dim: int, act_dim: int) -> None:
+    """Refuse, before training or loading anything big, an env to evaluate in that gymnasium
+    does not know or whose spaces do not fit the policy's (None: no evaluation, nothing to
+    check). `loop.train` and `evaluate_checkpoint` both call it."""
+    if env_id:
+        check_env_spaces(env_id, obs_dim, act_dim, "the training data")
+
+
+# `evaluate_checkpoint`'s numeric arguments (and `ssorl eval`'s options)
+EVAL_ARGS: dict[str, Expect] = {"episodes": Expect(int, min=1), "seed": Expect(int, min=0)}
 
 
 @dataclass(frozen=True)
@@ -104,6 +118,7 @@ def evaluate_checkpoint(
     device: str | None = None,
 ) -> EvalResult:
     """Evaluate a saved policy; the env defaults to the one its training data came from."""
+    check_values("evaluate_checkpoint", {"episodes": episodes, "seed": seed}, EVAL_ARGS)
     algorithm, normalizer, meta = load_policy(checkpoint, device)
     env_id = env_id or meta.get("env_id")
     if not env_id:
@@ -111,6 +126,7 @@ def evaluate_checkpoint(
             f"Expected an env id: the checkpoint {str(checkpoint)!r} names none. "
             "Pass --env-id (Python: env_id=)."
         )
+    check_eval_env(env_id, int(meta["obs_dim"]), int(meta["act_dim"]))
     reference = None
     if env_id == meta.get("env_id"):
         reference = reference_returns(env_id, meta.get("ref_min_score"), meta.get("ref_max_score"))

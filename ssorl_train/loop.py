@@ -22,13 +22,14 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from ssorl_data.expect import Expect, check_fields
 from ssorl_train.algos import Algorithm, make_algorithm
 from ssorl_train.batches import BatchSampler, DTBatchSampler, TransitionSampler
 from ssorl_train.checkpoint import RUN_STEM, load_checkpoint, paths, save_checkpoint
 from ssorl_train.common import Normalizer, seed_everything, select_device
 from ssorl_train.dataset import TrainingData
 from ssorl_train.errors import CheckpointError
-from ssorl_train.evaluate import EvalResult, evaluate, reference_returns
+from ssorl_train.evaluate import EvalResult, check_eval_env, evaluate, reference_returns
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,22 @@ class LoopConfig:
     checkpoint_every: int = 10_000  # save every this many steps and at the end; 0: end only
     log_every: int = 1_000  # average training metrics over, and log, this many steps
     env_id: str | None = None  # env to evaluate in; None: the data's, or no evaluation
+
+    def __post_init__(self) -> None:
+        check_fields(self, LOOP_FIELDS)
+
+
+# type and range of every LoopConfig field: checked on construction, and the limits of
+# `ssorl train`'s options and of a pipeline's [train]/[eval] keys of the same names
+LOOP_FIELDS: dict[str, Expect] = {
+    "steps": Expect(int, min=1),
+    "seed": Expect(int, min=0),
+    "eval_every": Expect(int, min=0),
+    "eval_episodes": Expect(int, min=1),
+    "checkpoint_every": Expect(int, min=0),
+    "log_every": Expect(int, min=1),
+    "env_id": Expect(str, optional=True),
+}
 
 
 def _build(
@@ -227,6 +244,7 @@ def train(
     algorithm, config, seed and data; without it, `out_dir` must hold no checkpoint.
     """
     out = Path(out_dir)
+    check_eval_env(loop.env_id or data.env_id, data.obs_dim, data.act_dim)  # before any work
     run_config = _prepare_run_dir(out, algo, algo_config, loop, data, resume)
     normalizer, algorithm, sampler = _build(algo, algo_config, data, loop.seed, device)
     start = _restore(out, run_config, algorithm, sampler) if resume else 0
@@ -285,14 +303,27 @@ def _restore(
     wanted = {k: run_config[k] for k in ("algo", "algo_config", "data")}
     wanted |= {"seed": run_config["loop"]["seed"]}
     if saved != wanted:
+        changes = "; ".join(differences(saved, wanted))
         raise CheckpointError(
-            f"Expected the checkpoint in {str(out)!r} to match this run. Got {saved!r} "
-            f"there and {wanted!r} here: resume with the original options."
+            f"Expected the checkpoint in {str(out)!r} to match this run. These differ "
+            f"(checkpoint -> this run): {changes}. Resume with the original options."
         )
     algorithm.load_state_dict(state["algorithm"])
     sampler.load_state_dict(state["sampler"])
     _set_rng_state(state["rng"])
     return int(meta["step"])
+
+
+def differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
+    """'key: old -> new' for every field that differs, nested dicts by dotted key."""
+    lines = []
+    for key in sorted(set(old) | set(new), key=str):
+        a, b = old.get(key, "<absent>"), new.get(key, "<absent>")
+        if isinstance(a, dict) and isinstance(b, dict):
+            lines += differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            lines.append(f"{prefix}{key}: {a!r} -> {b!r}")
+    return lines
 
 
 def _update(algorithm: Algorithm, sampler: BatchSampler) -> tuple[dict[str, float], float]:

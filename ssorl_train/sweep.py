@@ -23,8 +23,9 @@ from typing import Any
 
 import numpy as np
 
+from ssorl_data.expect import Expect
 from ssorl_train.errors import PipelineConfigError
-from ssorl_train.pipeline.config import DEFAULTS, PipelineConfig, read_toml
+from ssorl_train.pipeline.config import DEFAULTS, TYPES, PipelineConfig, check_types, read_toml
 
 SWEEP_SCHEMA = """\
 [sweep]     labelled_fraction = [...], quantile = [...], algo = [...], seeds = [...]
@@ -42,6 +43,16 @@ GRID_SOURCES = {
     "seeds": ("train", "seeds"),
 }
 GRID_KEYS = tuple(GRID_SOURCES)
+# the type of every [sweep] key: a grid key is a non-empty list of its [split]/[train] values
+SWEEP_TYPES: dict[str, Expect] = {
+    "jobs": Expect(int, min=1),
+    "threads": Expect(int, min=1),
+    "train": Expect(dict),
+    "labelled_fraction": Expect(float, min=0, max=1, many=True),
+    "quantile": Expect(float, min=0, max=1, min_open=True, many=True),
+    "algo": Expect(str, many=True),
+    "seeds": TYPES["train"]["seeds"],
+}
 
 
 @dataclass(frozen=True)
@@ -76,19 +87,14 @@ class SweepConfig:
             raise PipelineConfigError(
                 f"{where}: unknown key(s) {sorted(unknown)!r} in [sweep]:\n{SWEEP_SCHEMA}"
             )
+        check_types(where, "sweep", sweep, SWEEP_TYPES)
         for key, (section, name) in GRID_SOURCES.items():
-            if key not in sweep:
+            if key not in sweep:  # the base config's value, checked as its own key
                 value = raw.get(section, {}).get(name, DEFAULTS[section][name])
                 sweep[key] = value if key == "seeds" else [value]
-            if not isinstance(sweep[key], list) or not sweep[key]:
-                raise PipelineConfigError(
-                    f"{where}: [sweep] {key} must be a non-empty list. Got {sweep[key]!r}."
-                )
-        for key in ("jobs", "threads"):
-            if not isinstance(sweep[key], int) or sweep[key] < 1:
-                raise PipelineConfigError(
-                    f"{where}: [sweep] {key} must be a positive integer. Got {sweep[key]!r}."
-                )
+                check_types(where, section, {key: sweep[key]}, {key: SWEEP_TYPES[key]})
+        for algo, table in sweep["train"].items():
+            check_types(where, f"sweep.train.{algo}", {"table": table}, {"table": Expect(dict)})
         extra = set(sweep["train"]) - set(sweep["algo"])
         if extra:
             raise PipelineConfigError(

@@ -7,6 +7,9 @@ from pathlib import Path
 
 import click
 
+from ssorl_data.cli.options import click_type, int_list, set_threads, threads_option
+from ssorl_data.idm.training import IDM_FIELDS
+
 
 @click.group()
 def idm() -> None:
@@ -17,27 +20,38 @@ def idm() -> None:
 @click.argument("store", type=click.Path(path_type=Path))
 @click.option("--split", required=True, help="Split whose visible episodes train the IDM.")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Checkpoint directory.")
-@click.option("--k", type=click.IntRange(min=0), default=1, show_default=True,
+@click.option("--k", type=click_type(IDM_FIELDS["k"]), default=1, show_default=True,
               help="Past states in the window (input: s_{t-k}..s_t, s_{t+1}).")  # fmt: skip
-@click.option("--hidden", default="1024,1024", show_default=True, help="Hidden layer sizes.")
-@click.option("--members", type=click.IntRange(min=1), default=5, show_default=True)
-@click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), default=0.1,
+@click.option("--hidden", default="1024,1024", show_default=True,
+              callback=int_list(IDM_FIELDS["hidden"]), help="Hidden layer sizes.")  # fmt: skip
+@click.option("--members", type=click_type(IDM_FIELDS["members"]), default=5, show_default=True)
+@click.option("--dropout", type=click_type(IDM_FIELDS["dropout"]), default=0.1,
               show_default=True)  # fmt: skip
 @click.option("--shared-trunk/--separate-members", default=True, show_default=True,
               help="Share hidden layers across members (about M times cheaper).")  # fmt: skip
-@click.option("--lr", type=float, default=1e-4, show_default=True)
-@click.option("--batch-size", type=click.IntRange(min=1), default=1024, show_default=True)
-@click.option("--max-steps", type=click.IntRange(min=1), default=2000, show_default=True,
+@click.option("--lr", type=click_type(IDM_FIELDS["lr"]), default=1e-4, show_default=True)
+@click.option(
+    "--batch-size", type=click_type(IDM_FIELDS["batch_size"]), default=1024, show_default=True
+)
+@click.option("--max-steps", type=click_type(IDM_FIELDS["max_steps"]), default=2000,
+              show_default=True,
               help="Gradient-step budget; the defaults take about 4 minutes with one CPU "
                    "thread (early stopping may end sooner).")  # fmt: skip
-@click.option("--eval-every", type=click.IntRange(min=1), default=100, show_default=True)
-@click.option("--patience", type=click.IntRange(min=1), default=5, show_default=True,
+@click.option(
+    "--eval-every", type=click_type(IDM_FIELDS["eval_every"]), default=100, show_default=True
+)
+@click.option("--patience", type=click_type(IDM_FIELDS["patience"]), default=5,
+              show_default=True,
               help="Evaluations without validation improvement before stopping.")  # fmt: skip
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=click_type(IDM_FIELDS["seed"]), default=0, show_default=True)
 @click.option("--device", default="cpu", show_default=True, help="torch device, e.g. cuda.")
+@threads_option()
+@click.option("--overwrite", is_flag=True,
+              help="Replace an IDM already in OUT (relabel runs may point to it).")  # fmt: skip
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def train(store, split, out, k, hidden, members, dropout, shared_trunk, lr, batch_size,
-          max_steps, eval_every, patience, seed, device, quiet) -> None:  # fmt: skip
+          max_steps, eval_every, patience, seed, device, threads, overwrite,
+          quiet) -> None:  # fmt: skip
     """Train an IDM ensemble on the visible episodes of SPLIT in STORE; write it to OUT.
 
     Python API: ssorl_data.idm.training.train_idm.
@@ -46,12 +60,15 @@ def train(store, split, out, k, hidden, members, dropout, shared_trunk, lr, batc
     from ssorl_data.store import TrajectoryStore
 
     config = IdmTrainConfig(
-        k=k, hidden=tuple(int(h) for h in hidden.split(",")), members=members, dropout=dropout,
+        k=k, hidden=hidden, members=members, dropout=dropout,
         shared_trunk=shared_trunk, lr=lr, batch_size=batch_size, max_steps=max_steps,
         eval_every=eval_every, patience=patience, seed=seed,
     )  # fmt: skip
+    set_threads(threads)
     with TrajectoryStore.open(store) as opened:
-        result = train_idm(opened, split, out, config, device=device, progress=not quiet)
+        result = train_idm(
+            opened, split, out, config, device=device, progress=not quiet, overwrite=overwrite
+        )
     best = result.idm.provenance
     click.echo(
         f"trained {members}-member IDM in {result.seconds:.0f}s ({best['steps_run']} steps; best "

@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 from ssorl_data import __version__, ops
 from ssorl_data.episode_index import EpisodeIndex
 from ssorl_data.errors import SplitError
+from ssorl_data.expect import Expect, check_fields
 from ssorl_data.idm.checkpoint import Idm, IdmSpec, build_network, save_idm
 from ssorl_data.idm.model import squashed_nll
 from ssorl_data.sampler import IdmWindowSampler
@@ -49,6 +50,28 @@ class IdmTrainConfig:
     val_fraction: float = 0.1  # of the visible episodes, held out for validation
     max_val_steps: int = 20_000  # validation windows (a fixed random subset if more)
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_fields(self, IDM_FIELDS)
+
+
+# type and range of every IdmTrainConfig field: checked on construction, and the limits of
+# `ssorl idm train`'s options and of a pipeline's [idm] section
+IDM_FIELDS: dict[str, Expect] = {
+    "k": Expect(int, min=0),
+    "hidden": Expect(int, min=1, many=True),
+    "members": Expect(int, min=1),
+    "dropout": Expect(float, min=0, max=1, max_open=True),
+    "shared_trunk": Expect(bool),
+    "lr": Expect(float, min=0, min_open=True),
+    "batch_size": Expect(int, min=1),
+    "max_steps": Expect(int, min=1),
+    "eval_every": Expect(int, min=1),
+    "patience": Expect(int, min=1),
+    "val_fraction": Expect(float, min=0, max=1, min_open=True, max_open=True),
+    "max_val_steps": Expect(int, min=1),
+    "seed": Expect(int, min=0),
+}
 
 
 @dataclass(frozen=True)

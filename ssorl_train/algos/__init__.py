@@ -9,11 +9,14 @@ networks). Fields renamed since checkpoints were first written are in `renames`.
 
 from __future__ import annotations
 
+import typing
 from dataclasses import fields
 from typing import Any
 
 import torch
 
+from ssorl_data.errors import InvalidArgumentError
+from ssorl_data.expect import check_values, expect_of
 from ssorl_train.algos.base import Algorithm
 from ssorl_train.algos.cql import CQL, CQLConfig
 from ssorl_train.algos.dt import DecisionTransformer, DTConfig
@@ -49,8 +52,11 @@ def _entry(name: str) -> tuple[type, type[Algorithm]]:
     return ALGORITHMS[name]
 
 
-def make_config(name: str, overrides: dict[str, Any] | None = None) -> Any:
-    """The algorithm's config: published defaults, with `overrides` (strings are parsed)."""
+def make_config(
+    name: str, overrides: dict[str, Any] | None = None, *, parse_strings: bool = True
+) -> Any:
+    """The algorithm's config: published defaults, with `overrides`; strings are parsed
+    (`--set KEY=VALUE`) unless `parse_strings` is False (typed values, as from TOML)."""
     config_cls, _ = _entry(name)
     known = {f.name: f for f in fields(config_cls)}
     renamed = RENAMED_FIELDS.get(name, {})
@@ -65,8 +71,21 @@ def make_config(name: str, overrides: dict[str, Any] | None = None) -> Any:
             raise AlgorithmConfigError(
                 f"Expected a field of {config_cls.__name__} in {sorted(known)!r}. Got {key!r}."
             )
-        values[key] = _parse(key, value, known[key].default) if isinstance(value, str) else value
+        parse = parse_strings and isinstance(value, str)
+        values[key] = _parse(key, value, known[key].default) if parse else value
+    _check_types(config_cls, values)
     return config_cls(**values)
+
+
+def _check_types(config_cls: type, values: dict[str, Any]) -> None:
+    """Refuse a value of the wrong type (2.5 for an int field, a string for a float, true for
+    a number), naming the field: the config dataclasses would take it and fail much later."""
+    hints = typing.get_type_hints(config_cls)
+    table = {key: expect for key in values if (expect := expect_of(hints[key])) is not None}
+    try:
+        check_values(config_cls.__name__, values, table)
+    except InvalidArgumentError as error:
+        raise AlgorithmConfigError(str(error)) from None
 
 
 def _parse(key: str, text: str, default: Any) -> Any:

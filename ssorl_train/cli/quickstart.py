@@ -8,6 +8,8 @@ from pathlib import Path
 
 import click
 
+from ssorl_data.cli.options import set_threads, threads_option
+
 # The same schema as `ssorl run` (examples/pipeline.toml), sized for about 5 minutes on
 # 2 CPU cores. Hopper-v5 episodes from random actions mixed with a noisy balancing
 # controller give returns from a few to about 1000, so the split's lower half and the
@@ -33,13 +35,7 @@ QUICKSTART: dict[str, dict] = {
     help="Run directory (reused: finished stages are skipped).",
 )
 @click.option("--fresh", is_flag=True, help="Delete OUT first instead of resuming it.")
-@click.option(
-    "--threads",
-    type=click.IntRange(min=1),
-    default=1,
-    show_default=True,
-    help="torch threads; one is fastest for these small networks on a small CPU.",
-)
+@threads_option(default=1)
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def quickstart(out: Path, fresh: bool, threads: int, quiet: bool) -> None:
     """Collect Hopper-v5 data, hide 90% of its actions, relabel them with an IDM, and compare
@@ -50,12 +46,10 @@ def quickstart(out: Path, fresh: bool, threads: int, quiet: bool) -> None:
     as examples/pipeline.toml), so it resumes if interrupted. Python API:
     ssorl_train.pipeline.run_pipeline.
     """
-    import torch
-
     from ssorl_train.pipeline import PipelineConfig, run_pipeline
     from ssorl_train.report import markdown_table
 
-    torch.set_num_threads(threads)
+    set_threads(threads)
     if fresh and out.exists():
         shutil.rmtree(out)
     tick = time.perf_counter()

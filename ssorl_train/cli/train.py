@@ -8,7 +8,10 @@ import json
 import click
 
 from ssorl_data.cli.boundary import renamed_option
-from ssorl_train.dataset import MODES
+from ssorl_data.cli.options import click_type, set_threads, threads_option
+from ssorl_train.dataset import MODES, VIEW_ARGS
+from ssorl_train.evaluate import EVAL_ARGS
+from ssorl_train.loop import LOOP_FIELDS
 
 
 @click.command(context_settings={"show_default": True})
@@ -30,28 +33,53 @@ from ssorl_train.dataset import MODES
 @click.option("--relabel", default=None, help="Relabel run whose proxy actions fill the rest.")
 @click.option(
     "--drop-uncertain",
-    type=float,
+    type=click_type(VIEW_ARGS["drop_uncertain"]),
     default=0.0,
     help="Drop this fraction of proxy steps, the most uncertain first.",
 )
 @click.option(
     "--weight-beta",
-    type=float,
+    type=click_type(VIEW_ARGS["weight_beta"]),
     default=None,
     help="Sample proxy steps with weight exp(-beta * u / median u).",
 )
-@click.option("--steps", type=int, required=True, help="Gradient steps in all.")
-@click.option("--out", "out_dir", type=click.Path(), required=True, help="Run directory.")
-@click.option("--eval-every", type=int, default=10_000, help="Steps between evaluations; 0: end.")
-@click.option("--eval-episodes", type=int, default=10, help="Episodes per evaluation.")
 @click.option(
-    "--checkpoint-every", type=int, default=10_000, help="Steps between checkpoints; 0: end only."
+    "--steps", type=click_type(LOOP_FIELDS["steps"]), required=True, help="Gradient steps in all."
 )
-@click.option("--log-every", type=int, default=1_000, help="Steps averaged per log row.")
+@click.option("--out", "out_dir", type=click.Path(), required=True, help="Run directory.")
+@click.option(
+    "--eval-every",
+    type=click_type(LOOP_FIELDS["eval_every"]),
+    default=10_000,
+    help="Steps between evaluations; 0: end.",
+)
+@click.option(
+    "--eval-episodes",
+    type=click_type(LOOP_FIELDS["eval_episodes"]),
+    default=10,
+    help="Episodes per evaluation.",
+)
+@click.option(
+    "--checkpoint-every",
+    type=click_type(LOOP_FIELDS["checkpoint_every"]),
+    default=10_000,
+    help="Steps between checkpoints; 0: end only.",
+)
+@click.option(
+    "--log-every",
+    type=click_type(LOOP_FIELDS["log_every"]),
+    default=1_000,
+    help="Steps averaged per log row.",
+)
 @click.option("--env-id", default=None, help="Env to evaluate in (default: the data's).")
 @renamed_option("--env", "--env-id")
 @click.option("--resume", is_flag=True, help="Continue the checkpoint in --out exactly.")
-@click.option("--seed", type=int, default=0, help="Seed of networks, batches and eval envs.")
+@click.option(
+    "--seed",
+    type=click_type(LOOP_FIELDS["seed"]),
+    default=0,
+    help="Seed of networks, batches and eval envs.",
+)
 @click.option("--device", default=None, help="torch device (default: cuda if present, else cpu).")
 @click.option(
     "--set",
@@ -60,6 +88,7 @@ from ssorl_train.dataset import MODES
     metavar="KEY=VALUE",
     help="Override an algorithm config field, e.g. --set alpha=2.5 (repeatable).",
 )
+@threads_option()
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @renamed_option("--no-progress", "--quiet", is_flag=True)
 def train(
@@ -81,6 +110,7 @@ def train(
     seed: int,
     device: str | None,
     overrides: tuple[str, ...],
+    threads: int | None,
     quiet: bool,
 ) -> None:
     """Train an offline RL agent on STORE and write logs, checkpoints and a summary to --out.
@@ -95,9 +125,9 @@ def train(
     from ssorl_train.algos import make_config
     from ssorl_train.dataset import load_training_data
 
+    set_threads(threads)
     pairs = dict(_split_override(item) for item in overrides)
     config = make_config(algo, pairs)
-    data = load_training_data(store, mode, split, relabel, drop_uncertain, weight_beta)
     loop_config = loop.LoopConfig(
         steps=steps,
         seed=seed,
@@ -107,6 +137,7 @@ def train(
         log_every=log_every,
         env_id=env_id,
     )
+    data = load_training_data(store, mode, split, relabel, drop_uncertain, weight_beta)
     summary = loop.train(
         data,
         algo,
@@ -131,8 +162,15 @@ def _split_override(item: str) -> tuple[str, str]:
 @click.argument("checkpoint", type=click.Path(exists=True))
 @click.option("--env-id", default=None, help="Env id (default: the training data's).")
 @renamed_option("--env", "--env-id")
-@click.option("--episodes", type=int, default=10, help="Episodes, run in parallel envs.")
-@click.option("--seed", type=int, default=0, help="Episode i is seeded seed + i.")
+@click.option(
+    "--episodes",
+    type=click_type(EVAL_ARGS["episodes"]),
+    default=10,
+    help="Episodes, run in parallel envs.",
+)
+@click.option(
+    "--seed", type=click_type(EVAL_ARGS["seed"]), default=0, help="Episode i is seeded seed + i."
+)
 @click.option("--device", default=None, help="torch device (default: cuda if present, else cpu).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def evaluate(

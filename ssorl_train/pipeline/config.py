@@ -12,6 +12,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from ssorl_data.errors import InvalidArgumentError
+from ssorl_data.expect import Expect, check_values
 from ssorl_data.names import check_name
 from ssorl_train.errors import PipelineConfigError
 
@@ -58,6 +60,52 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     },
     "eval": {"eval_episodes": 10, "eval_every": 0},  # the names of LoopConfig and `ssorl train`
 }
+# the type (and range) of every key but [idm]'s (IdmTrainConfig's own, see `key_types`);
+# keys that are fields of LoopConfig or of the dataset view take their limits from there
+TYPES: dict[str, dict[str, Expect]] = {
+    "data": {
+        "source": Expect(str, one_or_many=True),
+        "env_id": Expect(str),
+        "steps": Expect(int, min=1),
+        "policy": Expect(str),
+        "seed": Expect(int, min=0),
+    },
+    "split": {
+        "labelled_fraction": Expect(float, min=0, max=1),
+        "quantile": Expect(float, min=0, max=1, min_open=True),
+        "seed": Expect(int, min=0),
+    },
+    "relabel": {"name": Expect(str), "batch_size": Expect(int, min=1)},
+    "train": {"algo": Expect(str), "modes": Expect(str, many=True), "overrides": Expect(dict),
+              "seeds": Expect(int, min=0, many=True)},
+    "eval": {},
+}  # fmt: skip
+
+
+def key_types() -> dict[str, dict[str, Expect]]:
+    """TYPES completed with the tables of the configs the sections feed (they import torch,
+    so only when validating): [idm] IdmTrainConfig's fields, [train] steps, log_every and
+    drop_uncertain, [eval] eval_every and eval_episodes."""
+    from ssorl_data.idm.training import IDM_FIELDS
+    from ssorl_train.dataset import VIEW_ARGS
+    from ssorl_train.loop import LOOP_FIELDS
+
+    loop = {key: LOOP_FIELDS[key] for key in ("steps", "log_every")}
+    return TYPES | {
+        "idm": IDM_FIELDS,
+        "train": TYPES["train"] | loop | {"drop_uncertain": VIEW_ARGS["drop_uncertain"]},
+        "eval": {key: LOOP_FIELDS[key] for key in ("eval_every", "eval_episodes")},
+    }
+
+
+def check_types(where: str, section: str, values: dict[str, Any], types: dict[str, Expect]) -> None:
+    """PipelineConfigError naming the section, key, expected type and the value got."""
+    try:
+        check_values(f"{where}: [{section}]", values, types)
+    except InvalidArgumentError as error:
+        raise PipelineConfigError(str(error)) from None
+
+
 # (section, old key) -> new key: a config that still uses an old key fails with the new name
 RENAMED_KEYS: dict[tuple[str, str], str] = {
     ("eval", "every"): "eval_every",
@@ -101,6 +149,7 @@ class PipelineConfig:
                 f"{where}: unknown section(s) {sorted(unknown)!r}. Expected sections:\n{SCHEMA}"
             )
         sections = {}
+        types = key_types()
         for name, defaults in DEFAULTS.items():
             given = dict(raw.get(name, {}))
             known = set(defaults) | {
@@ -108,6 +157,7 @@ class PipelineConfig:
                 "idm": set(IdmTrainConfig.__dataclass_fields__),
             }.get(name, set())
             check_keys(where, name, given, known)
+            check_types(where, name, given, types[name])
             sections[name] = defaults | given
         _check_data(where, sections["data"], raw.get("data", {}))
         check_name(sections["relabel"]["name"], "relabel run")
@@ -117,7 +167,7 @@ class PipelineConfig:
                 f"{where}: [train] modes must be among {list(DEFAULT_MODES)!r}. "
                 f"Got {sorted(bad_modes)!r}."
             )
-        make_config(sections["train"]["algo"], sections["train"]["overrides"])
+        make_config(sections["train"]["algo"], sections["train"]["overrides"], parse_strings=False)
         idm = sections["idm"] | {"hidden": tuple(sections["idm"]["hidden"])}
         sections["idm"] = asdict(IdmTrainConfig(**idm))
         return cls(**sections)

@@ -223,7 +223,7 @@ def test_several_sources_are_imported_in_order_into_one_store(tmp_path, first_ru
 
 @pytest.mark.parametrize("source", [[], [1], {"a": 1}])
 def test_source_must_be_a_path_or_a_list_of_paths(source):
-    with pytest.raises(PipelineConfigError, match="list of paths"):
+    with pytest.raises(PipelineConfigError, match="source to be a string or a non-empty list"):
         PipelineConfig.from_dict({"data": {"source": source}})
 
 

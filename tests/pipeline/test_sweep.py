@@ -133,7 +133,7 @@ def test_a_failing_cell_is_reported_and_the_others_finish(tmp_path, swept):
         ({"seed": [0]}, "unknown key"),
         ({"quantile": 0.5}, "non-empty list"),
         ({"algo": []}, "non-empty list"),
-        ({"jobs": 0}, "positive integer"),
+        ({"jobs": 0}, "jobs to be an integer >= 1"),
         ({"train": {"dt": {"steps": 5}}}, "not in"),
         ({"algo": ["td3bc", "nope"]}, "nope"),
     ],

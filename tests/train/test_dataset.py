@@ -7,7 +7,12 @@ import pytest
 
 from ssorl_data.episodes import concat_batches
 from ssorl_train.dataset import TrainingData, load_training_data, select_actions
-from ssorl_train.errors import EmptyTrainingDataError, MissingRelabelError, TrainingDataError
+from ssorl_train.errors import (
+    EmptyTrainingDataError,
+    MissingRelabelError,
+    MissingSplitError,
+    TrainingDataError,
+)
 from tests.data.factories import make_store, random_batch, random_episode
 
 # three episodes of 2, 3, 1 steps; episode 1 has no recorded actions
@@ -140,8 +145,8 @@ def test_store_view_full_and_labelled_only_modes(tmp_path) -> None:
     np.testing.assert_array_equal(full.observations.numpy()[:12], batch.observations)
     np.testing.assert_array_equal(full.actions.numpy()[:9], batch.actions)
     assert full.action_low.tolist() == [-1.0, -1.0]  # the store's action space
-    labelled = load_training_data(tmp_path / "s", "labelled-only")
-    assert labelled.n_recorded == 9
+    with pytest.raises(MissingSplitError, match="--mode full"):  # it would equal full
+        load_training_data(tmp_path / "s", "labelled-only")
 
 
 def test_store_view_refuses_files_and_semi_supervised_without_relabel(tmp_path) -> None:
