@@ -129,3 +129,7 @@ class DirectoryLockedError(SsorlError, RuntimeError):
 
 class IdmExistsError(SsorlError, FileExistsError):
     """An IDM checkpoint exists in the output directory and overwrite was not asked for."""
+
+
+class DatasetExistsError(SsorlError, FileExistsError):
+    """An export's destination dataset (a Minari id) exists already."""

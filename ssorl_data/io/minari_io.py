@@ -9,8 +9,9 @@ restored on export.
 
 from __future__ import annotations
 
-import contextlib
 import os
+import shutil
+import uuid
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,9 +24,11 @@ import numpy as np
 from minari.data_collector import EpisodeBuffer
 from minari.dataset.episode_data import EpisodeData
 from minari.dataset.minari_dataset import parse_dataset_id
+from minari.namespace import create_namespace, list_local_namespaces
+from minari.storage.datasets_root_dir import get_dataset_path
 
 from ssorl_data.episodes import EpisodeBatch, concat_batches, make_episode
-from ssorl_data.errors import ImportFormatError, InvalidNameError
+from ssorl_data.errors import DatasetExistsError, ImportFormatError, InvalidNameError
 from ssorl_data.io.observations import (
     Float32Rounding,
     ObservationLayout,
@@ -87,7 +90,9 @@ def export_minari(
     float64 if the source was), else the store's own. Steps without a recorded action are
     exported as NaN actions, which our importer reads back as missing. Episodes are
     written block by block (Minari's `update_dataset_from_buffer`), so memory stays
-    bounded; images are written raw, not JPEG-encoded, so nothing is lost.
+    bounded, into a staging directory beside `root` that is renamed into place at the
+    end: a failed or killed export leaves no partial dataset under `root`. Images are
+    written raw, not JPEG-encoded, so nothing is lost.
     """
     _check_dataset_id(dataset_id)
     if data_format not in ("hdf5", "arrow"):
@@ -96,36 +101,57 @@ def export_minari(
         )
     if store.n_episodes == 0:
         raise ImportFormatError(f"{store.path}: has no episodes; Minari needs at least one.")
+    with _datasets_root(root):
+        target_root = get_dataset_path()  # MINARI_DATASETS_PATH or ~/.minari/datasets
+    target = target_root / dataset_id
+    if target.exists():
+        raise DatasetExistsError(
+            f"{target}: Minari dataset {dataset_id!r} exists already. Export under another "
+            f"id or version, or delete it first (`minari delete {dataset_id}`)."
+        )
     layout = recorded_layout(store.metadata.extra, str(store.path)) or observation_layout(
         store.observation_space, str(store.path)
     )
-    with _datasets_root(root), warnings.catch_warnings():
+    staging = target_root.parent / f".{target_root.name}.export-{uuid.uuid4().hex[:8]}"
+    try:
+        with _datasets_root(staging):
+            _write_dataset(store, dataset_id, layout, data_format)
+        namespace = parse_dataset_id(dataset_id)[0]
+        with _datasets_root(target_root):
+            if namespace is not None and namespace not in list_local_namespaces():
+                create_namespace(namespace)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.rename(staging / dataset_id, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def _write_dataset(
+    store: TrajectoryStore, dataset_id: str, layout: ObservationLayout, data_format: str
+) -> None:
+    """Create the dataset from the first block of episodes and add the others to it."""
+    with warnings.catch_warnings():
         # Minari nags about author/permalink/eval_env metadata an export cannot know.
         warnings.filterwarnings("ignore", category=UserWarning, module="minari")
         dataset = None
-        try:
-            for buffers in _buffer_blocks(store, layout):
-                if dataset is not None:
-                    dataset.update_dataset_from_buffer(buffers)
-                    continue
-                dataset = minari.create_dataset_from_buffers(
-                    dataset_id=dataset_id,
-                    buffer=buffers,
-                    env=_registered_spec(store.env_id),
-                    observation_space=layout.source_space,
-                    action_space=store.action_space,
-                    ref_min_score=store.metadata.ref_min_score,
-                    ref_max_score=store.metadata.ref_max_score,
-                    algorithm_name="ssorl export",
-                    description=f"Exported by ssorl from {store.path}",
-                    data_format=data_format,
-                    jpeg_encoding=False,
-                )
-        except BaseException:
-            _remove_partial(dataset_id)
-            raise
-        assert dataset is not None  # the store has episodes
-        return Path(dataset.storage.data_path).parent
+        for buffers in _buffer_blocks(store, layout):
+            if dataset is not None:
+                dataset.update_dataset_from_buffer(buffers)
+                continue
+            dataset = minari.create_dataset_from_buffers(
+                dataset_id=dataset_id,
+                buffer=buffers,
+                env=_registered_spec(store.env_id),
+                observation_space=layout.source_space,
+                action_space=store.action_space,
+                ref_min_score=store.metadata.ref_min_score,
+                ref_max_score=store.metadata.ref_max_score,
+                algorithm_name="ssorl export",
+                description=f"Exported by ssorl from {store.path}",
+                data_format=data_format,
+                jpeg_encoding=False,
+            )
 
 
 def _buffer_blocks(store: TrajectoryStore, layout: ObservationLayout) -> Iterator[list]:
@@ -170,12 +196,6 @@ def _registered_spec(env_id: str | None) -> gym.envs.registration.EnvSpec | None
         return gym.spec(env_id)
     except gym.error.Error:
         return None
-
-
-def _remove_partial(dataset_id: str) -> None:
-    """Remove what a failed export left (Minari creates the directory first)."""
-    with contextlib.suppress(Exception):
-        minari.delete_dataset(dataset_id)
 
 
 def _load(dataset: str | os.PathLike[str]) -> minari.MinariDataset:

@@ -390,3 +390,39 @@ def test_append_of_a_dict_dataset_with_other_keys_is_refused(minari_root, tmp_pa
         import_dataset("test/other-v0", tmp_path / "store", append=True, progress=False)
     with TrajectoryStore.open(tmp_path / "store") as store:
         assert store.n_episodes == 2
+
+
+def _store_from_hopper(tmp_path) -> TrajectoryStore:
+    _hopper("buffers", "test/hopper-v0", "hdf5")
+    import_dataset("test/hopper-v0", tmp_path / "store", progress=False)
+    return TrajectoryStore.open(tmp_path / "store")
+
+
+def test_export_to_an_existing_id_is_refused_and_the_dataset_kept(minari_root, tmp_path):
+    with _store_from_hopper(tmp_path) as store:
+        result = _run("data", "export", store.path, "test/hopper-v0", "--format", "minari")
+    assert result.exit_code == 2 and "exists already" in result.output
+    assert minari.load_dataset("test/hopper-v0").total_episodes == 4  # still there
+
+
+def test_a_failed_export_leaves_no_partial_dataset(minari_root, tmp_path, monkeypatch):
+    import ssorl_data.io.minari_io as minari_io
+
+    def fail(self, buffers):
+        raise OSError("disk full")
+
+    with _store_from_hopper(tmp_path) as store:
+        monkeypatch.setattr(minari_io, "BLOCK_STEPS", 20)  # several blocks: create, then add
+        monkeypatch.setattr(minari.MinariDataset, "update_dataset_from_buffer", fail)
+        with pytest.raises(OSError, match="disk full"):
+            export_minari(store, "test/partial-v0")
+        monkeypatch.undo()
+        monkeypatch.setenv("MINARI_DATASETS_PATH", str(minari_root))
+        assert not (minari_root / "test" / "partial-v0").exists()
+        assert sorted(p.name for p in minari_root.parent.iterdir()) == ["minari", "store"]
+        monkeypatch.setattr(minari_io, "BLOCK_STEPS", 20)
+        written = export_minari(store, "test/blocks-v0", data_format="arrow")
+        assert written == minari_root / "test" / "blocks-v0"
+    _assert_minari_equal_after_rounding(
+        minari.load_dataset("test/blocks-v0"), minari.load_dataset("test/hopper-v0")
+    )
