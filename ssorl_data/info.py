@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from ssorl_data.staleness import store_coverage
 from ssorl_data.store import TrajectoryStore
 
 
@@ -23,7 +24,8 @@ def _stats(values: np.ndarray) -> dict[str, float | None]:
 
 
 def store_info(store: TrajectoryStore) -> dict[str, Any]:
-    """Counts, labelled fractions, and return/length statistics, as a JSON-ready dict."""
+    """Counts, labelled fractions, return/length statistics, and what each split and relabel
+    run covers (`derived`: "complete" or "stale (covers N of M ...)"), as a JSON-ready dict."""
     table = store.episode_table()
     n_recorded = int(store.read_steps("action_mask", 0, store.n_steps).sum())
     e = table.n_episodes
@@ -48,6 +50,7 @@ def store_info(store: TrajectoryStore) -> dict[str, Any]:
         "chunk_steps": store.chunk_steps,
         "splits": store.list_splits(),
         "relabels": {name: store.relabel_run(name).status for name in store.list_relabels()},
+        "derived": [coverage.to_dict() for coverage in store_coverage(store)],
     }
 
 

@@ -5,9 +5,12 @@ chunk's windows go through the ensemble in fixed batches and the results are
 written into `relabels/<name>/` at the same chunk boundaries, after which the
 chunk is flagged done. A run killed at any point resumes from the flagged
 chunks, and since a chunk's result depends only on the chunk, a resumed run
-produces the same arrays. `dask.distributed` runs ranges of chunks as tasks on
-other processes or machines (which must see the store's filesystem); the
-calling process holds the writer lock throughout (see
+produces the same arrays. For the same reason a run made before episodes were
+appended is extended by running it again: only the new chunks (and the one that
+held the old end) are computed, and the arrays equal a fresh run's.
+`dask.distributed` runs ranges of chunks as tasks on other processes or
+machines (which must see the store's filesystem); the calling process holds
+the writer lock throughout (see
 `ssorl_data.store.open_relabel_for_worker` for why the workers need none).
 """
 
@@ -32,9 +35,14 @@ from ssorl_data.idm.checkpoint import Idm, checkpoint_hash, load_idm
 from ssorl_data.idm.evaluate import GroupStats, episode_groups, predict_windows
 from ssorl_data.idm.windows import RangeWindows
 from ssorl_data.store import RelabelRun, TrajectoryStore, open_relabel_for_worker
+from ssorl_data.store.relabels import extend_relabel
 
 DEFAULT_BATCH_SIZE = 8192
 CHUNKS_PER_TASK = 2  # Dask task granularity: small enough to balance, large enough to amortise
+# What a run copies from its IDM's provenance: what the IDM was trained on.
+IDM_PROVENANCE_KEYS = (
+    "store", "split", "split_protocol", "config", "store_identity", "split_identity",
+)  # fmt: skip
 SCHEDULER_TIMEOUT_S = 5.0  # how long a --dask scheduler may take to accept a connection
 
 
@@ -46,6 +54,7 @@ class RelabelResult:
     chunks_resumed: int  # already done before it
     seconds: float
     metrics: dict[str, Any]
+    extended_from: int | None = None  # steps the run covered before this call extended it
 
     @property
     def steps_per_s(self) -> float:
@@ -66,6 +75,10 @@ def relabel(
     progress: bool = True,
 ) -> RelabelResult:
     """Relabel every step of the store with the IDM checkpoint at `idm_dir` into run `name`.
+
+    An existing run of the same IDM is resumed where it is partial and extended over
+    the steps appended since it was made; a complete one that covers every step, or
+    one made by another IDM, is refused unless `overwrite`.
 
     `split` (default: the IDM's training split) only groups the metrics. Give
     `dask_address` (a scheduler) or `workers` (a local cluster of that many
@@ -105,7 +118,10 @@ def relabel_store(
         split = idm.provenance.get("split")
         if split not in store.list_splits():
             split = None  # an IDM trained on another store: its split does not exist here
+    existing = name in store.list_relabels() and not overwrite
+    covered = store.relabel_run(name).n_steps if existing else None
     run = _prepare_run(store, idm, name, split, overwrite)
+    extended_from = covered if covered is not None and covered < run.n_steps else None
     pending = np.flatnonzero(~run.done())
     resumed = run.n_chunks - pending.size
     bar = tqdm(
@@ -123,37 +139,40 @@ def relabel_store(
     metrics = relabel_metrics(store, run, split)
     store.complete_relabel(name, metrics)
     return RelabelResult(
-        name, run.n_steps, int(pending.size), int(resumed), time.perf_counter() - started, metrics
-    )
+        name, run.n_steps, int(pending.size), int(resumed), time.perf_counter() - started,
+        metrics, extended_from,
+    )  # fmt: skip
 
 
 def _prepare_run(
     store: TrajectoryStore, idm: Idm, name: str, split: str | None, overwrite: bool
 ) -> RelabelRun:
-    """The run to fill: new, or a partial one made by the same IDM over the same steps."""
+    """The run to fill: new; or one made by the same IDM, resumed where it is partial and
+    extended over the steps appended since it was made (`extend_relabel`)."""
     idm_hash = checkpoint_hash(idm.checkpoint) if idm.checkpoint else None
     if name in store.list_relabels() and not overwrite:
         run = store.relabel_run(name)
         attrs = run.attrs
-        if run.status == layout.STATUS_COMPLETE:
+        stale = run.n_steps < store.n_steps
+        if run.status == layout.STATUS_COMPLETE and not stale:
             raise RelabelExistsError(
-                f"{run.where}: a complete relabel run of that name exists. Pass overwrite=True "
-                "(`ssorl relabel --overwrite`) to replace it, or choose another name."
+                f"{run.where}: a complete relabel run of that name exists and covers every "
+                "step. Pass overwrite=True (`ssorl relabel --overwrite`) to replace it, or "
+                "choose another name."
             )
-        if attrs.get("idm_hash") != idm_hash or attrs.get("n_steps") != store.n_steps:
+        if attrs.get("idm_hash") != idm_hash or run.n_steps > store.n_steps:
             raise RelabelExistsError(
-                f"{run.where}: a partial run of that name was made by another IDM "
-                f"({attrs.get('idm_hash')!r}) or over {attrs.get('n_steps')} steps (now "
-                f"{store.n_steps}); it cannot be resumed. Pass overwrite=True (--overwrite)."
+                f"{run.where}: a {run.status} run of that name was made by another IDM "
+                f"({attrs.get('idm_hash')!r}) or over {run.n_steps} steps (now "
+                f"{store.n_steps}); it cannot be resumed or extended. Pass overwrite=True "
+                "(--overwrite) to replace it, or choose another name."
             )
-        return run
+        return extend_relabel(store, name) if stale else run
     provenance = {
         "idm_checkpoint": str(Path(idm.checkpoint).resolve()) if idm.checkpoint else None,
         "idm_hash": idm_hash,
         "idm_config": idm.spec.to_dict(),
-        "idm_provenance": {
-            key: idm.provenance.get(key) for key in ("store", "split", "split_protocol", "config")
-        },
+        "idm_provenance": {key: idm.provenance.get(key) for key in IDM_PROVENANCE_KEYS},
         "split": split,
         "k": idm.spec.k,
         "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),

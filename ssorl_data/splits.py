@@ -5,7 +5,9 @@ episodes are drawn at random from the episodes whose return lies in the lowest
 `quantile` fraction, so that `labelled_fraction` of all episodes are labelled.
 Without a quantile the draw is from every episode. No recorded action is ever
 removed; a split only says which ones training may see. Episodes without a
-recorded action for every step are never visible.
+recorded action for every step are never visible. A split covers the episodes
+of its time; after an append, `extend_split` extends it with the new episodes
+not visible (see `ssorl_data.staleness`).
 """
 
 from __future__ import annotations
@@ -18,8 +20,9 @@ import numpy as np
 
 from ssorl_data.errors import SplitError, SplitWarning
 from ssorl_data.store import EpisodeTable, Split, TrajectoryStore
+from ssorl_data.store.splits import extend_split
 
-__all__ = ["choose_visible", "make_split", "read_episode_list"]
+__all__ = ["choose_visible", "extend_split", "make_split", "read_episode_list"]
 
 
 def choose_visible(

@@ -10,18 +10,26 @@ from tqdm.auto import tqdm
 from ssorl_data import layout
 from ssorl_data.episode_index import EpisodeIndex
 from ssorl_data.episodes import find_problems
-from ssorl_data.errors import SplitNotFoundError
+from ssorl_data.errors import SplitNotFoundError, SsorlError
+from ssorl_data.staleness import extend_command, store_coverage
 from ssorl_data.store import TrajectoryStore
+from ssorl_data.store.splits import split_attrs, visible_sha256
 
 
 @dataclass
 class VerifyReport:
-    """The outcome of `verify_store`: `ok` when no violation was found."""
+    """The outcome of `verify_store`: `ok` when no violation was found.
+
+    `stale` lists splits and relabel runs that cover fewer episodes or steps than the
+    store (made before an append): not corruption, so they do not make `ok` false,
+    but training refuses them until they are extended.
+    """
 
     path: str
     n_episodes: int
     n_steps: int
     violations: list[str] = field(default_factory=list)
+    stale: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -55,6 +63,9 @@ def verify_store(store: TrajectoryStore, progress: bool = False) -> VerifyReport
     bar.close()
     report.violations += _split_problems(store, table)
     report.violations += _relabel_problems(store)
+    violations, stale = _staleness(store)
+    report.violations += violations
+    report.stale += stale
     return report
 
 
@@ -189,3 +200,55 @@ def _relabel_problems(store: TrajectoryStore) -> list[str]:
                     "non-finite proxy action. Relabel again with --overwrite."
                 )
     return problems
+
+
+def _staleness(store: TrajectoryStore) -> tuple[list[str], list[str]]:
+    """(violations, stale): derived data that claims more than it holds or than the store
+    has, or whose content no longer matches its recorded identity, is a violation; derived
+    data that covers less than the store (made before an append) is only stale."""
+    violations, stale = [], []
+    for coverage in store_coverage(store):
+        if coverage.kind == "split":
+            where = f"{store.path}/{layout.split_path(coverage.name)}"
+            violations += _split_identity_problems(store, coverage.name, where)
+        else:
+            where = f"{store.path}/{layout.relabel_path(coverage.name)}"
+        if coverage.covered is None:
+            stale.append(f"{where}: {coverage.describe()}.")
+        elif coverage.covered > coverage.total:
+            violations.append(
+                f"{where}: covers {coverage.covered} {coverage.unit}, more than the store's "
+                f"{coverage.total}. It was modified outside ssorl; make it again with --overwrite."
+            )
+        elif coverage.stale:
+            stale.append(
+                f"{where}: {coverage.describe()}; training refuses it: extend it with "
+                f"`{extend_command(store, coverage)}`."
+            )
+    return violations, stale
+
+
+def _split_identity_problems(store: TrajectoryStore, name: str, where: str) -> list[str]:
+    """A split's `visible` must be at least as long as the episodes it claims to cover, and
+    hold the visible episodes its `visible_sha256` names."""
+    attrs, stored = split_attrs(store, name)
+    covered = attrs.get("n_episodes")
+    if isinstance(covered, int) and stored < covered:
+        return [
+            f"{where}: visible holds {stored} episodes but the split covers {covered}. "
+            "Make the split again with --overwrite."
+        ]
+    recorded = attrs.get("visible_sha256")
+    if recorded is None or attrs.get("status") != layout.STATUS_COMPLETE:
+        return []
+    try:
+        visible = store.read_split(name).visible
+    except SsorlError:
+        return []  # reported by the split checks
+    if visible_sha256(visible) != recorded:
+        return [
+            f"{where}: visible does not hold the episodes the split was made with (its "
+            "visible_sha256 differs). It was modified outside ssorl; make the split again "
+            "with --overwrite."
+        ]
+    return []

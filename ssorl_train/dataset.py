@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -161,6 +161,9 @@ class TrainingData:
     env_id: str | None = None  # gymnasium id to evaluate in, when known
     ref_min_score: float | None = None  # reference returns for normalised scores, when
     ref_max_score: float | None = None  # the data carries them (else D4RL's by env id)
+    # What it was read from (`load_training_data`): the store's identity and committed sizes,
+    # the split's and relabel run's identities; an agent's checkpoint and summary record it.
+    source: dict[str, Any] | None = None
 
     @property
     def n_steps(self) -> int:
@@ -200,6 +203,7 @@ class TrainingData:
         env_id: str | None = None,
         ref_min_score: float | None = None,
         ref_max_score: float | None = None,
+        source: dict[str, Any] | None = None,
     ) -> TrainingData:
         """Check and copy NumPy arrays into tensors; normalisation statistics come from them.
 
@@ -274,6 +278,7 @@ class TrainingData:
             env_id=env_id,
             ref_min_score=ref_min_score,
             ref_max_score=ref_max_score,
+            source=source,
         )
 
     @classmethod
@@ -290,6 +295,7 @@ class TrainingData:
         env_id: str | None = None,
         ref_min_score: float | None = None,
         ref_max_score: float | None = None,
+        source: dict[str, Any] | None = None,
     ) -> TrainingData:
         """`from_arrays` with the actions, mask, weights and counts of `select_actions`."""
         return cls.from_arrays(
@@ -307,6 +313,7 @@ class TrainingData:
             env_id=env_id,
             ref_min_score=ref_min_score,
             ref_max_score=ref_max_score,
+            source=source,
         )
 
 
@@ -330,9 +337,19 @@ def load_training_data(
 
     `labelled-only` and `semi-supervised` need the split that says which episodes keep
     their actions (without one they would train exactly as `full`); `semi-supervised`
-    also needs a relabel run. The relabel run must be complete; it covers the steps that
-    existed when it ran, and later steps have no proxy action.
+    also needs a relabel run. The relabel run must be complete. Stale data is refused
+    (`StaleDataError`, naming the command that extends it): a split that covers fewer
+    episodes than the store, unless `mode` is full (which ignores splits), and in
+    semi-supervised mode a relabel run that covers fewer steps, or whose IDM was
+    trained on this split before it was made again with other visible episodes.
     """
+    from ssorl_data.staleness import (
+        check_relabel_fresh,
+        check_split_fresh,
+        relabel_identity,
+        split_identity,
+        store_identity,
+    )
     from ssorl_data.store import TrajectoryStore
 
     check_view_args(mode, drop_uncertain, weight_beta)
@@ -356,11 +373,22 @@ def load_training_data(
         )
     with TrajectoryStore.open(path) as store:
         table = store.episode_table()
+        chosen = store.read_split(split) if split else None
+        if chosen is not None and mode != "full":
+            check_split_fresh(store, chosen, f"--mode {mode}")
+        source = {
+            "store": store_identity(store),
+            "split": split_identity(chosen) if chosen is not None else None,
+            "relabel": None,
+        }
         episodes = store.read_episodes(0, store.n_episodes, table)
-        visible = store.read_split(split).visible if split else np.ones(table.n_episodes, bool)
+        visible = chosen.visible if chosen is not None else np.ones(table.n_episodes, bool)
         proxy_actions = uncertainty = None
         if relabel is not None:
+            if mode == "semi-supervised":
+                check_relabel_fresh(store, relabel, chosen)
             proxy_actions, uncertainty = _read_relabel(store, relabel)
+            source["relabel"] = relabel_identity(store, relabel)
         selection = select_actions(
             episodes.actions,
             episodes.action_mask,
@@ -384,6 +412,7 @@ def load_training_data(
             env_id=store.env_id,
             ref_min_score=store.metadata.ref_min_score,
             ref_max_score=store.metadata.ref_max_score,
+            source=source,
         )
 
 

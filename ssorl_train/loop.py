@@ -286,6 +286,7 @@ def _prepare_run_dir(
         "algo_config": asdict(algo_config),
         "loop": asdict(loop),
         "data": _data_summary(data),
+        "data_source": data.source,  # store identity and sizes, split and relabel identities
         "env_id": loop.env_id or data.env_id,
     }
 

@@ -107,6 +107,9 @@ def import_command(
 def info(store, as_json, plot) -> None:
     """Episodes, steps, labelled fraction, and return/length statistics of STORE.
 
+    Each split and relabel run is shown "complete", or "stale (covers N of M
+    episodes|steps)" once episodes were appended after it was made (training
+    refuses stale ones; `ssorl data split --extend` and `ssorl relabel` extend them).
     Python API: ssorl_data.info.store_info / plot_returns.
     """
     from ssorl_data.info import plot_returns, store_info
@@ -130,6 +133,12 @@ def _fmt(stats: dict) -> str:
     return f"{stats['mean']:.1f} ± {stats['std']:.1f}  [{stats['min']:.1f}, {stats['max']:.1f}]"
 
 
+def _derived(s: dict, kind: str) -> str:
+    """`name: complete; other: stale (covers 974 of 1,515 episodes)` for one kind."""
+    entries = [f"{d['name']}: {d['description']}" for d in s["derived"] if d["kind"] == kind]
+    return "; ".join(entries) or "-"
+
+
 def _info_table(s: dict) -> str:
     rows = [
         ("store", s["path"]),
@@ -147,8 +156,8 @@ def _info_table(s: dict) -> str:
         ("return, labelled", _fmt(s["return_labelled"])),
         ("return, action-free", _fmt(s["return_action_free"])),
         ("length", _fmt(s["length"])),
-        ("splits", ", ".join(s["splits"]) or "-"),
-        ("relabel runs", ", ".join(f"{k} ({v})" for k, v in s["relabels"].items()) or "-"),
+        ("splits", _derived(s, "split")),
+        ("relabel runs", _derived(s, "relabel run")),
     ]
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
@@ -207,6 +216,12 @@ def export(store, destination, fmt, minari_root, minari_format, overwrite) -> No
 def verify(store, quiet) -> None:
     """Check every invariant of STORE; list each violation and exit 1 if there is any.
 
+    \b
+    A split or relabel run that covers fewer episodes or steps than the store
+    (made before `ssorl data import --append`) is listed as "stale: ..." with the
+    command that extends it. Stale is not corruption: it does not fail verify, but
+    training refuses stale data. Derived data that claims more than the store has,
+    or whose content no longer matches its recorded identity, is a violation.
     Python API: ssorl_data.verify.verify_store.
     """
     from ssorl_data.store import TrajectoryStore
@@ -214,6 +229,8 @@ def verify(store, quiet) -> None:
 
     with TrajectoryStore.open(store) as opened:
         report = verify_store(opened, progress=not quiet)
+    for line in report.stale:
+        click.echo(f"stale: {line}")
     if report.ok:
         click.echo(f"ok: {report.n_episodes} episodes, {report.n_steps} steps, no violation")
         return
@@ -330,14 +347,40 @@ def collect(
     help="Explicit visible episodes: a JSON list or a text file of indices.",
 )
 @click.option("--overwrite", is_flag=True, help="Replace an existing split of that name.")
-def split(store, name, labelled_fraction, quantile, seed, episodes_file, overwrite) -> None:
+@click.option(
+    "--extend",
+    is_flag=True,
+    help="Extend the existing split NAME over the episodes appended since it was made, "
+    "as not visible (their actions stay hidden); no other option goes with it.",
+)
+def split(store, name, labelled_fraction, quantile, seed, episodes_file, overwrite, extend) -> None:
     """Mark which episodes of STORE keep visible actions (no recorded action is removed).
 
-    Python API: ssorl_data.splits.make_split.
+    \b
+    A split covers the episodes the store had when it was made. After
+    `ssorl data import ... --append` it is stale, and training refuses it: extend it
+    with --extend (the appended episodes stay action-free, so the labelled fraction
+    falls), or make it again over every episode with its options and --overwrite.
+    Python API: ssorl_data.splits.make_split / extend_split.
     """
-    from ssorl_data.splits import make_split, read_episode_list
+    from ssorl_data.splits import extend_split, make_split, read_episode_list
     from ssorl_data.store import TrajectoryStore
 
+    if extend:
+        given = [labelled_fraction, quantile, episodes_file, overwrite or None]
+        if any(option is not None for option in given):
+            raise click.UsageError(
+                "--extend keeps the split's visible episodes: give it without "
+                "--labelled-fraction, --quantile, --episodes or --overwrite."
+            )
+        with TrajectoryStore.open(store, mode="a") as opened:
+            covered = opened.read_split(name).attrs.get("n_episodes")
+            made = extend_split(opened, name)
+        click.echo(
+            f"split {name!r}: covers {made.visible.size} episodes (was {covered}); "
+            f"{int(made.visible.sum())} visible ({made.visible.mean():.1%})"
+        )
+        return
     with TrajectoryStore.open(store, mode="a") as opened:
         episodes = read_episode_list(episodes_file, opened.n_episodes) if episodes_file else None
         made = make_split(

@@ -27,6 +27,7 @@ from ssorl_data.expect import Expect, check_fields
 from ssorl_data.idm.checkpoint import Idm, IdmSpec, build_network, save_idm
 from ssorl_data.idm.model import squashed_nll
 from ssorl_data.sampler import IdmWindowSampler
+from ssorl_data.staleness import check_split_fresh, split_identity, store_identity
 from ssorl_data.store import TrajectoryStore
 
 
@@ -126,11 +127,18 @@ def train_idm(
     device: str | torch.device = "cpu",
     progress: bool = True,
 ) -> TrainResult:
-    """Train the IDM ensemble on the visible episodes of `split`; save it to `out` if given."""
+    """Train the IDM ensemble on the visible episodes of `split`; save it to `out` if given.
+
+    A stale split (made before episodes were appended) is refused: its appended
+    labelled episodes would be left out without a word. The provenance records the
+    store's identity and committed sizes, and the split's identity (`staleness`).
+    """
     started = time.perf_counter()
     torch.manual_seed(config.seed)
     table = store.episode_table()
-    visible = store.read_split(split).visible
+    chosen = store.read_split(split)
+    check_split_fresh(store, chosen, "training the IDM")
+    visible = chosen.visible
     train_eps, val_eps = split_train_val(visible, config.val_fraction, config.seed)
     observations = store.read_observations(0, store.n_steps + store.n_episodes)
     observations = observations.reshape(observations.shape[0], -1).astype(np.float32)
@@ -210,7 +218,9 @@ def train_idm(
     provenance: dict[str, Any] = {
         "store": str(Path(store.path).resolve()),
         "split": split,
-        "split_protocol": store.read_split(split).attrs,
+        "split_protocol": chosen.attrs,
+        "store_identity": store_identity(store),
+        "split_identity": split_identity(chosen),
         "train_episodes": train_eps.tolist(),
         "val_episodes": val_eps.tolist(),
         "config": asdict(config),

@@ -122,6 +122,43 @@ def create_relabel(
     return RelabelRun(store.path, name, group)
 
 
+def extend_relabel(store: TrajectoryStore, name: str) -> RelabelRun:
+    """Grow run `name` over the steps appended since it was made; returns it `partial`.
+
+    The chunk that held the old end is flagged not done when it was cut short, so it
+    is computed again whole; the new chunks start unflagged; chunks already done stay
+    done. Every step is safe to kill and redo: the status turns `partial` first, the
+    arrays grow next, and the attributes that say what the run covers change last.
+    """
+    store._require_writer("extend a relabel run")
+    run = relabel_run(store, name)
+    n, c = store.n_steps, run.chunk_steps
+    if c != store.chunk_steps or run.n_steps > n:
+        raise RelabelExistsError(
+            f"{run.where}: the run has {run.chunk_steps}-step chunks over {run.n_steps} steps; "
+            f"the store has {store.chunk_steps}-step chunks over {n}. It cannot be extended: "
+            "relabel again with overwrite=True (`ssorl relabel --overwrite`)."
+        )
+    group = run._group
+    group.update_attributes({"status": layout.STATUS_PARTIAL})
+    if run.n_steps % c and run.n_chunks:
+        group[layout.RELABEL_DONE][run.n_chunks - 1] = False
+    n_chunks = -(-n // c)
+    act_shape = tuple(store.action_space.shape)
+    group[layout.RELABEL_ACTIONS].resize((n, *act_shape))
+    group[layout.RELABEL_UNCERTAINTY].resize((n,))
+    group[layout.RELABEL_DONE].resize((n_chunks,))
+    extension = {"from_steps": run.n_steps, "to_steps": n}
+    group.update_attributes(
+        {
+            "n_steps": n,
+            "n_chunks": n_chunks,
+            "extended": [*run.attrs.get("extended", []), extension],
+        }
+    )
+    return RelabelRun(store.path, name, group)
+
+
 def relabel_run(store: TrajectoryStore, name: str) -> RelabelRun:
     """Relabel run `name` (writable only when the store is open with mode="a")."""
     check_name(name, "relabel run")

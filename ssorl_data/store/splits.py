@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import hashlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -21,7 +23,9 @@ class Split:
 
     name: str
     visible: np.ndarray  # [E] bool over the store's current episodes (later ones: False)
-    attrs: dict[str, Any]  # the protocol it was made with, `n_episodes` at creation, status
+    # the protocol it was made with, the committed sizes it covers (`n_episodes`, `n_steps`;
+    # older splits record `n_episodes` only), `visible_sha256`, status
+    attrs: dict[str, Any]
 
 
 def read_split(store: TrajectoryStore, name: str) -> Split:
@@ -87,6 +91,69 @@ def write_split(
         fill_value=False,
     )
     array[:] = visible
-    attrs = {**protocol, "n_episodes": store.n_episodes, "status": layout.STATUS_COMPLETE}
+    attrs = {
+        **protocol,
+        **_covers(store),
+        "visible_sha256": visible_sha256(visible),
+        "status": layout.STATUS_COMPLETE,
+    }
     group.update_attributes(attrs)
     return Split(name, visible.copy(), attrs)
+
+
+def visible_sha256(visible: np.ndarray) -> str:
+    """The identity of a split's content: sha256 of its visible episode indices.
+
+    Episodes appended later are not visible, so extending a split keeps its identity;
+    making it again with other visible episodes changes it.
+    """
+    indices = np.flatnonzero(np.asarray(visible, dtype=bool)).astype("<i8")
+    return hashlib.sha256(indices.tobytes()).hexdigest()
+
+
+def split_attrs(store: TrajectoryStore, name: str) -> tuple[dict[str, Any], int]:
+    """(attributes, stored length of `visible`) of split `name`, without reading the array.
+
+    For `info` and `verify`, which report on splits of any status.
+    """
+    check_name(name, "split")
+    path = layout.split_path(name)
+    if path not in store._group:
+        raise SplitNotFoundError(f"{store.path}: no split {name!r}.")
+    group = store._group[path]
+    stored = group[layout.SPLIT_VISIBLE].shape[0] if layout.SPLIT_VISIBLE in group else 0
+    return dict(group.attrs), int(stored)
+
+
+def extend_split(store: TrajectoryStore, name: str) -> Split:
+    """Extend complete split `name` over the episodes appended since it was made, as not
+    visible (action-free for training), and record the extension.
+
+    `visible` grows first (the new entries read as False), the attributes that say
+    what the split covers change last, so a process killed in between leaves the
+    split as it was: still stale, and extended by running this again.
+    """
+    store._require_writer("extend a split")
+    split = read_split(store, name)
+    group = store._group[layout.split_path(name)]
+    covered = int(split.attrs.get("n_episodes", group[layout.SPLIT_VISIBLE].shape[0]))
+    if covered >= store.n_episodes:
+        return split
+    group[layout.SPLIT_VISIBLE].resize((store.n_episodes,))
+    extension = {
+        "from_episodes": covered,
+        "to_episodes": store.n_episodes,
+        "at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    attrs = {
+        **_covers(store),
+        "visible_sha256": visible_sha256(split.visible),
+        "extended": [*split.attrs.get("extended", []), extension],
+    }
+    group.update_attributes(attrs)
+    return Split(name, split.visible, {**split.attrs, **attrs})
+
+
+def _covers(store: TrajectoryStore) -> dict[str, int]:
+    """The committed sizes a split made now covers."""
+    return {"n_episodes": store.n_episodes, "n_steps": store.n_steps}
