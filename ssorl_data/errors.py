@@ -131,5 +131,13 @@ class IdmExistsError(SsorlError, FileExistsError):
     """An IDM checkpoint exists in the output directory and overwrite was not asked for."""
 
 
+class MissingChunkError(SsorlError, FileNotFoundError):
+    """A chunk file inside the committed sizes is absent (zarr would read fill values)."""
+
+
+class CorruptChunkError(SsorlError, ValueError):
+    """A chunk file inside the committed sizes is cut short or does not decode."""
+
+
 class DatasetExistsError(SsorlError, FileExistsError):
     """An export's destination dataset (a Minari id) exists already."""

@@ -43,7 +43,10 @@ class StoreMetadata:
     """What a store says about itself; `n_steps`/`n_episodes` are the committed sizes.
 
     The `chunk_steps` attribute is not read back: the arrays' chunk shape is the
-    one source of the chunk size (`TrajectoryStore.chunk_steps`).
+    one source of the chunk size (`TrajectoryStore.chunk_steps`). `every_chunk_written`
+    is true for stores whose writer stores every chunk, even one of fill values only:
+    in them an absent chunk inside the committed sizes is lost data. Stores made
+    before ssorl wrote it skip absent chunks that may hold fill values only.
     """
 
     observation_space: gym.spaces.Box
@@ -56,6 +59,7 @@ class StoreMetadata:
     created_by: str = ""
     created_at: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    every_chunk_written: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -71,10 +75,12 @@ class StoreMetadata:
             "created_by": self.created_by,
             "created_at": self.created_at,
             "extra": self.extra,
+            "every_chunk_written": self.every_chunk_written,
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], where: str) -> StoreMetadata:
+        """The record in the group attributes of the store at `where`, validated."""
         fmt, version = data.get("format"), data.get("format_version")
         if fmt != FORMAT:
             raise StoreFormatError(
@@ -87,15 +93,46 @@ class StoreMetadata:
                 f"{version!r}. Install the ssorl release that wrote it, export it with "
                 "`ssorl data export --format d4rl`, and import that file here."
             )
+        file = f"{where}/zarr.json"
         return cls(
-            observation_space=check_box(space_from_json(data["observation_space"]), "observation"),
-            action_space=check_box(space_from_json(data["action_space"]), "action"),
-            n_steps=int(data["n_steps"]),
-            n_episodes=int(data["n_episodes"]),
+            observation_space=_space(data, "observation_space", file),
+            action_space=_space(data, "action_space", file),
+            n_steps=committed_size(data, "n_steps", file),
+            n_episodes=committed_size(data, "n_episodes", file),
             env_id=data.get("env_id"),
             ref_min_score=data.get("ref_min_score"),
             ref_max_score=data.get("ref_max_score"),
             created_by=data.get("created_by", ""),
             created_at=data.get("created_at", ""),
             extra=dict(data.get("extra", {})),
+            every_chunk_written=data.get("every_chunk_written") is True,
         )
+
+
+EDITED = (
+    "The file was edited or damaged outside ssorl: restore it from a backup, or import the "
+    "store's source again into a new store (`ssorl data import SOURCE NEW_STORE`)."
+)
+
+
+def committed_size(data: dict[str, Any], key: str, file: str) -> int:
+    """Attribute `key` of `file` as a size: a non-negative integer, or a StoreFormatError."""
+    value = data.get(key)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise StoreFormatError(
+            f"{file}: expected attribute {key!r} to be a non-negative integer. Got {value!r} "
+            f"instead. {EDITED}"
+        )
+    return value
+
+
+def _space(data: dict[str, Any], key: str, file: str) -> gym.spaces.Box:
+    what = key.removesuffix("_space")
+    try:
+        space = space_from_json(data[key])
+    except (KeyError, TypeError, ValueError, NotImplementedError) as error:
+        raise StoreFormatError(
+            f"{file}: attribute {key!r} is not a serialised gymnasium space "
+            f"({type(error).__name__}: {error}). {EDITED}"
+        ) from None
+    return check_box(space, what)

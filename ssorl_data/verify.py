@@ -39,7 +39,7 @@ class VerifyReport:
 def verify_store(store: TrajectoryStore, progress: bool = False) -> VerifyReport:
     """Read the committed store once, chunk by chunk, and list every broken invariant."""
     report = VerifyReport(str(store.path), store.n_episodes, store.n_steps)
-    report.violations += _size_problems(store)
+    report.violations += _chunk_problems(store, progress)
     if report.violations:
         return report
     table = store.episode_table()
@@ -69,20 +69,13 @@ def verify_store(store: TrajectoryStore, progress: bool = False) -> VerifyReport
     return report
 
 
-def _size_problems(store: TrajectoryStore) -> list[str]:
-    n, e = store.n_steps, store.n_episodes
-    expected = {layout.OBSERVATIONS: n + e}
-    expected |= {name: n for name in layout.STEP_ARRAYS}
-    expected |= {name: e for name in layout.EPISODE_ARRAYS}
-    problems = []
-    for name, size in expected.items():
-        shape, _ = store.raw_array_info(name)
-        if shape[0] < size:
-            problems.append(
-                f"{store.path}/{name}: holds {shape[0]} rows but the store commits {size}. "
-                "The store was modified outside ssorl; re-import it."
-            )
-    return problems
+def _chunk_problems(store: TrajectoryStore, progress: bool) -> list[str]:
+    """Every chunk inside the committed sizes is stored and decodes (opening the store
+    already checked that the committed sizes fit the arrays and the episode table).
+
+    The other checks read these chunks, so they run only when all of them are sound.
+    """
+    return store.chunk_problems(progress)
 
 
 def _table_problems(store: TrajectoryStore, table) -> list[str]:

@@ -11,7 +11,10 @@ import zarr
 
 from ssorl_data import layout
 from ssorl_data.errors import RelabelExistsError, RelabelNotFoundError
+from ssorl_data.metadata import committed_size
 from ssorl_data.names import check_name
+from ssorl_data.store.chunks import n_chunks, read_rows
+from ssorl_data.store.open_checks import metadata_errors
 
 if TYPE_CHECKING:
     from ssorl_data.store.trajectory_store import TrajectoryStore
@@ -29,10 +32,10 @@ class RelabelRun:
         self.store_path = store_path
         self.name = name
         self._group = group
-        attrs = self.attrs
-        self.n_steps = int(attrs["n_steps"])
-        self.chunk_steps = int(attrs["chunk_steps"])
-        self.n_chunks = int(attrs["n_chunks"])
+        attrs, file = self.attrs, f"{self.where}/zarr.json"
+        self.n_steps = committed_size(attrs, "n_steps", file)
+        self.chunk_steps = committed_size(attrs, "chunk_steps", file)
+        self.n_chunks = committed_size(attrs, "n_chunks", file)
 
     @property
     def attrs(self) -> dict[str, Any]:
@@ -44,7 +47,23 @@ class RelabelRun:
 
     def done(self) -> np.ndarray:
         """[n_chunks] bool: chunks whose actions and uncertainty are written."""
-        return self._group[layout.RELABEL_DONE][:]
+        return self._done(0, self.n_chunks)
+
+    def _done(self, start: int, stop: int) -> np.ndarray:
+        """Done flags of chunks [start, stop); an absent flag file is a chunk not done yet."""
+        return read_rows(self._array(layout.RELABEL_DONE), start, stop, (), self.remedy)
+
+    def _array(self, key: str) -> zarr.Array:
+        with metadata_errors(self.store_path, f"{layout.relabel_path(self.name)}/{key}"):
+            return self._group[key]
+
+    @property
+    def remedy(self) -> str:
+        """What to do about a damaged chunk of this run."""
+        return (
+            f"Relabel again: `ssorl relabel {self.store_path} --name {self.name} --overwrite` "
+            "with the IDM it was made with."
+        )
 
     def chunk_range(self, index: int) -> tuple[int, int]:
         """Step range [start, stop) of chunk `index`."""
@@ -58,7 +77,11 @@ class RelabelRun:
     def write_chunk(self, index: int, actions: np.ndarray, uncertainty: np.ndarray) -> None:
         """Write chunk `index` whole, then flag it done."""
         start, stop = self.chunk_range(index)
-        act = self._group[layout.RELABEL_ACTIONS]
+        # Every chunk is stored, even one of NaN only, so an absent done chunk is lost data.
+        act, unc = (
+            self._array(key).with_config({"write_empty_chunks": True})
+            for key in (layout.RELABEL_ACTIONS, layout.RELABEL_UNCERTAINTY)
+        )
         expected = ((stop - start, *act.shape[1:]), (stop - start,))
         if actions.shape != expected[0] or uncertainty.shape != expected[1]:
             raise ValueError(
@@ -66,7 +89,7 @@ class RelabelRun:
                 f"{expected[1]}. Got {actions.shape} and {uncertainty.shape} instead."
             )
         act[start:stop] = actions
-        self._group[layout.RELABEL_UNCERTAINTY][start:stop] = uncertainty
+        unc[start:stop] = uncertainty
         self._group[layout.RELABEL_DONE][index] = True
 
     def read(self, key: Literal["actions", "uncertainty"], start: int, stop: int) -> np.ndarray:
@@ -75,11 +98,14 @@ class RelabelRun:
             raise KeyError(f"Expected 'actions' or 'uncertainty'. Got {key!r} instead.")
         if not 0 <= start <= stop <= self.n_steps:
             raise IndexError(f"{self.where}: rows [{start}, {stop}) outside [0, {self.n_steps}).")
-        return self._group[key][start:stop]
+        array = self._array(key)
+        first = start // int(array.chunks[0])
+        done = self._done(first, min(n_chunks(array, stop), self.n_chunks))
+        return read_rows(array, start, stop, first + np.flatnonzero(done), self.remedy)
 
     def array_info(self, key: str) -> tuple[tuple[int, ...], tuple[int, ...], np.dtype]:
         """(shape, chunk shape, dtype) of array `key`; for verify."""
-        array = self._group[key]
+        array = self._array(key)
         return tuple(array.shape), tuple(array.chunks), np.dtype(array.dtype)
 
     @property
@@ -163,12 +189,12 @@ def relabel_run(store: TrajectoryStore, name: str) -> RelabelRun:
     """Relabel run `name` (writable only when the store is open with mode="a")."""
     check_name(name, "relabel run")
     path = layout.relabel_path(name)
-    if path not in store._group:
+    if not store._has(path):
         raise RelabelNotFoundError(
             f"{store.path}: no relabel run {name!r}; the store has "
             f"{store.list_relabels() or 'none'}. Make one with `ssorl relabel`."
         )
-    return RelabelRun(store.path, name, store._group[path])
+    return RelabelRun(store.path, name, store._node(path))
 
 
 def complete_relabel(store: TrajectoryStore, name: str, metrics: dict[str, Any]) -> None:

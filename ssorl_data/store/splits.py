@@ -12,6 +12,7 @@ import numpy as np
 from ssorl_data import layout
 from ssorl_data.errors import SplitError, SplitExistsError, SplitNotFoundError
 from ssorl_data.names import check_name
+from ssorl_data.store.chunks import n_chunks, read_rows
 
 if TYPE_CHECKING:
     from ssorl_data.store.trajectory_store import TrajectoryStore
@@ -32,22 +33,47 @@ def read_split(store: TrajectoryStore, name: str) -> Split:
     """The complete split `name`; episodes appended after it was made are not visible."""
     check_name(name, "split")
     path = layout.split_path(name)
-    if path not in store._group:
+    if not store._has(path):
         raise SplitNotFoundError(
             f"{store.path}: no split {name!r}; the store has {store.list_splits() or 'none'}. "
             "Make one with `ssorl data split`."
         )
-    group = store._group[path]
+    group = store._node(path)
     attrs = dict(group.attrs)
     if attrs.get("status") != layout.STATUS_COMPLETE:
         raise SplitNotFoundError(
             f"{store.path}/{path}: the split was never finished (status "
             f"{attrs.get('status')!r}). Write it again with overwrite=True (CLI: --overwrite)."
         )
-    stored = group[layout.SPLIT_VISIBLE][:]
+    array = store._node(f"{path}/{layout.SPLIT_VISIBLE}")
+    written = written_chunks(store, array, attrs)
+    stored = read_rows(array, 0, array.shape[0], written, split_remedy(store, name))
     visible = np.zeros(store.n_episodes, dtype=bool)
     visible[: stored.shape[0]] = stored
     return Split(name, visible, attrs)
+
+
+def split_remedy(store: TrajectoryStore, name: str) -> str:
+    """What to do about a damaged chunk of split `name`."""
+    return (
+        f"Make the split again: `ssorl data split {store.path} --name {name} --overwrite` "
+        "with the options it was made with."
+    )
+
+
+def written_chunks(store: TrajectoryStore, array: Any, attrs: dict[str, Any]) -> range:
+    """The chunks of `visible` that must be stored: all that `write_split` wrote, in a store
+    that writes every chunk. Entries added by `extend_split` were never written (they read
+    as False), so an extended split requires only the chunks it had before."""
+    if not store.metadata.every_chunk_written:
+        return range(0)
+    written = array.shape[0]
+    extended = attrs.get("extended")
+    if isinstance(extended, list) and extended and isinstance(extended[0], dict):
+        first = extended[0].get("from_episodes")
+        if isinstance(first, int) and 0 <= first <= written:
+            written = first
+    return range(n_chunks(array, written))
 
 
 def write_split(
@@ -89,6 +115,7 @@ def write_split(
         chunks=(layout.DEFAULT_EPISODE_CHUNK,),
         dtype=bool,
         fill_value=False,
+        config={"write_empty_chunks": True},  # an absent chunk is then lost data
     )
     array[:] = visible
     attrs = {

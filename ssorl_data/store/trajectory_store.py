@@ -34,8 +34,9 @@ from ssorl_data.errors import (
     StoreNotFoundError,
 )
 from ssorl_data.metadata import StoreMetadata, check_box
-from ssorl_data.store import relabels, splits
+from ssorl_data.store import chunks, relabels, splits
 from ssorl_data.store.lock import WriterLock
+from ssorl_data.store.open_checks import check_committed_sizes, metadata_errors
 from ssorl_data.store.relabels import RelabelRun
 from ssorl_data.store.splits import Split
 from ssorl_data.store.writer import Appender, Compression, create_arrays
@@ -76,6 +77,7 @@ class TrajectoryStore:
         self._group = group
         self._lock = lock
         self.metadata = StoreMetadata.from_dict(dict(group.attrs), str(path))
+        check_committed_sizes(self)
 
     # ------------------------------------------------------------------ opening
     @classmethod
@@ -117,6 +119,7 @@ class TrajectoryStore:
             created_by=f"ssorl {__version__}",
             created_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             extra=extra or {},
+            every_chunk_written=True,
         )
         path.parent.mkdir(parents=True, exist_ok=True)
         staging = path.parent / f".{path.name}.creating-{uuid.uuid4().hex[:8]}"
@@ -152,7 +155,8 @@ class TrajectoryStore:
             lock = WriterLock(path / layout.LOCK_FILE)
             lock.acquire()
         try:
-            group = zarr.open_group(path, mode="r+" if mode == "a" else "r", zarr_format=3)
+            with metadata_errors(path, ""):
+                group = zarr.open_group(path, mode="r+" if mode == "a" else "r", zarr_format=3)
             return cls(path, group, mode, lock)
         except BaseException:
             if lock is not None:
@@ -201,30 +205,30 @@ class TrajectoryStore:
     @property
     def chunk_steps(self) -> int:
         """Rows per chunk of the step arrays: their chunk shape is the one source of it."""
-        return int(self._group[layout.REWARDS].chunks[0])
+        return int(self._array(layout.REWARDS).chunks[0])
 
     # ------------------------------------------------------------------ reading
     def episode_table(self) -> EpisodeTable:
         """The committed episode table, read whole."""
         e = self.n_episodes
         return EpisodeTable(
-            step_start=self._group[layout.STEP_START][:e],
-            lengths=self._group[layout.LENGTH][:e],
-            returns=self._group[layout.RETURN][:e],
-            labelled=self._group[layout.LABELLED][:e],
+            step_start=self._read(layout.STEP_START, 0, e),
+            lengths=self._read(layout.LENGTH, 0, e),
+            returns=self._read(layout.RETURN, 0, e),
+            labelled=self._read(layout.LABELLED, 0, e),
         )
 
     def read_observations(self, start: int, stop: int) -> np.ndarray:
         """Observation rows [start, stop) (row g+e holds step g of episode e)."""
         self._check_range("observations", start, stop, self.n_steps + self.n_episodes)
-        return self._group[layout.OBSERVATIONS][start:stop]
+        return self._read(layout.OBSERVATIONS, start, stop)
 
     def read_steps(self, key: str, start: int, stop: int) -> np.ndarray:
         """Per-step column `key` (actions, action_mask, rewards, terminations, truncations)."""
         if key not in STEP_KEYS:
             raise KeyError(f"Expected one of {sorted(STEP_KEYS)}. Got {key!r} instead.")
         self._check_range(key, start, stop, self.n_steps)
-        return self._group[STEP_KEYS[key]][start:stop]
+        return self._read(STEP_KEYS[key], start, stop)
 
     def read_episodes(
         self, start: int, stop: int, table: EpisodeTable | None = None
@@ -235,11 +239,11 @@ class TrajectoryStore:
         step_lo, step_hi = table.step_range(start, stop)
         obs_lo, obs_hi = table.obs_range(start, stop)
         return EpisodeBatch(
-            observations=self._group[layout.OBSERVATIONS][obs_lo:obs_hi],
-            actions=self._group[layout.ACTIONS][step_lo:step_hi],
-            rewards=self._group[layout.REWARDS][step_lo:step_hi],
-            terminations=self._group[layout.TERMINATIONS][step_lo:step_hi],
-            truncations=self._group[layout.TRUNCATIONS][step_lo:step_hi],
+            observations=self._read(layout.OBSERVATIONS, obs_lo, obs_hi),
+            actions=self._read(layout.ACTIONS, step_lo, step_hi),
+            rewards=self._read(layout.REWARDS, step_lo, step_hi),
+            terminations=self._read(layout.TERMINATIONS, step_lo, step_hi),
+            truncations=self._read(layout.TRUNCATIONS, step_lo, step_hi),
             lengths=table.lengths[start:stop].astype(np.int64),
         )
 
@@ -260,7 +264,7 @@ class TrajectoryStore:
 
     def raw_array_info(self, name: str, with_dtype: bool = False) -> tuple[Any, ...]:
         """(stored shape, chunk shape[, dtype]) of array `name`, beyond the committed sizes."""
-        array = self._group[name]
+        array = self._array(name)
         info = (tuple(array.shape), tuple(array.chunks))
         return (*info, np.dtype(array.dtype)) if with_dtype else info
 
@@ -268,6 +272,11 @@ class TrajectoryStore:
         """Half-open step ranges [start, stop) of the step arrays' chunks, in order."""
         c = self.chunk_steps
         return [(lo, min(lo + c, self.n_steps)) for lo in range(0, self.n_steps, c)]
+
+    def chunk_problems(self, progress: bool = False) -> list[str]:
+        """Every chunk inside the committed sizes, of every array (splits and relabel runs
+        included), that is missing, cut short or does not decode: one line each."""
+        return chunks.store_chunk_problems(self, progress)
 
     # ------------------------------------------------------------------ splits
     def list_splits(self) -> list[str]:
@@ -340,9 +349,28 @@ class TrajectoryStore:
 
     # ------------------------------------------------------------------ for the package
     def _children(self, parent: str) -> list[str]:
-        if parent not in self._group:
-            return []
-        return sorted(self._group[parent].group_keys())
+        with metadata_errors(self.path, parent):
+            if parent not in self._group:
+                return []
+            return sorted(self._group[parent].group_keys())
+
+    def _node(self, path: str) -> Any:
+        """The group or array at `path` (KeyError when absent), its zarr.json checked."""
+        with metadata_errors(self.path, path):
+            return self._group[path]
+
+    def _has(self, path: str) -> bool:
+        with metadata_errors(self.path, path):
+            return path in self._group
+
+    def _array(self, name: str) -> zarr.Array:
+        return self._node(name)
+
+    def _read(self, name: str, start: int, stop: int) -> np.ndarray:
+        """Rows [start, stop) of store array `name`, inside the committed sizes, checked."""
+        array = self._array(name)
+        required = range(chunks.n_chunks(array, stop)) if self.metadata.every_chunk_written else ()
+        return chunks.read_rows(array, start, stop, required, chunks.STORE_REMEDY)
 
     def _make_room(
         self, path: str, overwrite: bool, error: type[Exception], what: str, command: str

@@ -132,11 +132,15 @@ class Appender:
         space = store.observation_space
         self._obs = (tuple(space.shape), np.dtype(space.dtype))
         self._act_shape = tuple(store.action_space.shape)
-        group = store._group
         starts = {layout.OBSERVATIONS: store.n_steps + store.n_episodes}
         starts |= {name: store.n_steps for name in layout.STEP_ARRAYS}
         starts |= {name: store.n_episodes for name in layout.EPISODE_ARRAYS}
-        self._columns = {name: _ColumnWriter(group[name], at) for name, at in starts.items()}
+        # Store every chunk, even one of fill values only (zarr skips those by default),
+        # so that an absent chunk inside the committed sizes is known to be lost.
+        self._columns = {
+            name: _ColumnWriter(store._array(name).with_config({"write_empty_chunks": True}), at)
+            for name, at in starts.items()
+        }
         self._blocks = _BlockWriter()
 
     def add(self, batch: EpisodeBatch) -> None:
