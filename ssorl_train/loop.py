@@ -2,7 +2,9 @@
 
 A run directory holds `config.json`, `log.csv` (training metrics averaged over each
 `log_every` steps), `eval.csv`, TensorBoard events under `tb/`, the latest
-`checkpoint.{safetensors,json}` and, once finished, `summary.json`.
+`checkpoint.{safetensors,json}` (and `checkpoint.prev.*`, the one before, kept until a
+new one is complete) and, once finished, `summary.json`; a writer lock
+(`.ssorl-writer.lock`) keeps a second process out while one trains there.
 Resuming restores networks, optimizers, the batch generator and torch's RNG, so a
 run killed and resumed produces exactly the parameters of an uninterrupted one.
 `train` reads top to bottom as a list of named steps: prepare the run directory,
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -23,9 +26,18 @@ import torch
 from tqdm import tqdm
 
 from ssorl_data.expect import Expect, check_fields
+from ssorl_data.store.lock import DirectoryLock
 from ssorl_train.algos import Algorithm, make_algorithm
 from ssorl_train.batches import BatchSampler, DTBatchSampler, TransitionSampler
-from ssorl_train.checkpoint import RUN_STEM, load_checkpoint, paths, save_checkpoint
+from ssorl_train.checkpoint import (
+    RUN_STEM,
+    checkpoint_files,
+    has_checkpoint,
+    load_checkpoint,
+    paths,
+    previous,
+    save_checkpoint,
+)
 from ssorl_train.common import Normalizer, seed_everything, select_device
 from ssorl_train.dataset import TrainingData
 from ssorl_train.errors import CheckpointError
@@ -175,8 +187,8 @@ class _RunLog:
     ) -> None:
         from torch.utils.tensorboard import SummaryWriter
 
-        for name in ("log.csv", "eval.csv"):
-            _truncate_csv(out / name, start)
+        _truncate_csv(out / "log.csv", start)
+        _truncate_csv(out / "eval.csv", start - 1)  # the evaluation at `start` follows its save
         (out / "config.json").write_text(json.dumps(run_config, indent=1))
         self.writer = SummaryWriter(str(out / "tb"), purge_step=start)
         self.train_csv, self.eval_csv = _CsvLog(out / "log.csv"), _CsvLog(out / "eval.csv")
@@ -237,50 +249,79 @@ def train(
     resume: bool = False,
     device: str | None = None,
     progress: bool = True,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Train `algo` on `data` for `loop.steps` gradient steps; returns the run's summary.
 
     With `resume`, continue from `out_dir`'s checkpoint, which must come from the same
-    algorithm, config, seed and data; without it, `out_dir` must hold no checkpoint.
+    algorithm, config, seed and data; without it, `out_dir` must hold no run, unless
+    `overwrite` replaces it. The run directory is locked while training: a second
+    process writing it is refused. Each checkpoint is saved before the evaluation of its
+    step, so a crash in evaluation keeps the trained agent; a resume redoes that evaluation.
     """
     out = Path(out_dir)
     check_eval_env(loop.env_id or data.env_id, data.obs_dim, data.act_dim)  # before any work
-    run_config = _prepare_run_dir(out, algo, algo_config, loop, data, resume)
-    normalizer, algorithm, sampler = _build(algo, algo_config, data, loop.seed, device)
-    start = _restore(out, run_config, algorithm, sampler) if resume else 0
-    if start and start >= loop.steps and (out / "summary.json").exists():
-        return json.loads((out / "summary.json").read_text())  # finished already
-    run_log = _RunLog(out, run_config, start, loop.steps, progress)
-    evaluate_now = _evaluator(algorithm, normalizer, loop, data, run_config["env_id"])
-    step = start
-    try:
-        while step < loop.steps:
-            metrics, seconds = _update(algorithm, sampler)
-            step += 1
-            run_log.add(metrics, seconds)
-            done = step == loop.steps
-            if step % loop.log_every == 0 or done:
-                run_log.log_train(step)
-            if evaluate_now and (_due(step, loop.eval_every) or done):
-                run_log.log_eval(step, evaluate_now())
-            if _due(step, loop.checkpoint_every) or done:
-                _save(out, step, algorithm, sampler, data, run_config)
-    finally:
-        run_log.close()
-    return _finish(out, run_config, start, step, run_log)
+    with DirectoryLock(out, "training run"):
+        run_config = _prepare_run_dir(out, algo, algo_config, loop, data, resume, overwrite)
+        saved = _read_checkpoint(out, run_config) if resume else None  # checked before building
+        normalizer, algorithm, sampler = _build(algo, algo_config, data, loop.seed, device)
+        start = _restore(saved, algorithm, sampler) if saved else 0
+        if start and start >= loop.steps and (out / "summary.json").exists():
+            return json.loads((out / "summary.json").read_text())  # finished already
+        run_log = _RunLog(out, run_config, start, loop.steps, progress)
+        evaluate_now = _evaluator(algorithm, normalizer, loop, data, run_config["env_id"])
+        step = start
+        try:
+            if start and evaluate_now and (_due(start, loop.eval_every) or start == loop.steps):
+                run_log.log_eval(start, evaluate_now())  # it may have died there, after the save
+            while step < loop.steps:
+                metrics, seconds = _update(algorithm, sampler)
+                step += 1
+                run_log.add(metrics, seconds)
+                done = step == loop.steps
+                if step % loop.log_every == 0 or done:
+                    run_log.log_train(step)
+                if _due(step, loop.checkpoint_every) or done:
+                    _save(out, step, algorithm, sampler, data, run_config)
+                if evaluate_now and (_due(step, loop.eval_every) or done):
+                    run_log.log_eval(step, evaluate_now())
+        finally:
+            run_log.close()
+        return _finish(out, run_config, start, step, run_log)
+
+
+# what a run writes into its directory besides the checkpoint files (`--overwrite` removes them)
+_RUN_FILES = ("config.json", "log.csv", "eval.csv", "summary.json", "tb")
 
 
 def _prepare_run_dir(
-    out: Path, algo: str, algo_config: Any, loop: LoopConfig, data: TrainingData, resume: bool
+    out: Path,
+    algo: str,
+    algo_config: Any,
+    loop: LoopConfig,
+    data: TrainingData,
+    resume: bool,
+    overwrite: bool,
 ) -> dict[str, Any]:
-    """Create the run directory, refuse to overwrite a checkpoint unless resuming, and return
-    the run's config (what config.json, the checkpoint and the summary record)."""
-    out.mkdir(parents=True, exist_ok=True)
-    if paths(out / RUN_STEM)[1].exists() and not resume:
+    """Refuse a run directory holding a finished or partial run unless resuming (or clear it
+    with `overwrite`), and return the run's config (what config.json, the checkpoint and the
+    summary record). The caller holds the directory's lock."""
+    if resume and overwrite:
         raise CheckpointError(
-            f"Expected an empty run directory. Got a checkpoint in {str(out)!r}: pass "
-            "--resume to continue it, or choose another --out."
+            f"{out}: --resume continues the run there and --overwrite replaces it; pass one."
         )
+    if not resume and (has_checkpoint(out / RUN_STEM) or (out / "summary.json").exists()):
+        if not overwrite:
+            raise CheckpointError(
+                f"Expected an empty run directory. Got a finished or partial run in "
+                f"{str(out)!r}: pass --resume to continue it, --overwrite to replace it, or "
+                "choose another --out."
+            )
+        for path in [*checkpoint_files(out / RUN_STEM), *(out / name for name in _RUN_FILES)]:
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink(missing_ok=True)
     return {
         "algo": algo,
         "algo_config": asdict(algo_config),
@@ -291,15 +332,21 @@ def _prepare_run_dir(
     }
 
 
-def _restore(
-    out: Path, run_config: dict[str, Any], algorithm: Algorithm, sampler: BatchSampler
-) -> int:
-    """Load the run directory's checkpoint into the algorithm, the sampler and torch's RNG;
-    returns the steps it holds (0 without a checkpoint: the run starts afresh)."""
+def _read_checkpoint(
+    out: Path, run_config: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """The run directory's newest complete checkpoint (state, meta), validated and matched
+    against this run; None without any checkpoint file (the run starts afresh)."""
     stem = out / RUN_STEM
-    if not paths(stem)[1].exists():
-        return 0
+    if not any(p.exists() for p in (*paths(stem), *paths(previous(stem)))):
+        return None
     state, meta = load_checkpoint(stem)
+    if meta["step"] > run_config["loop"]["steps"]:
+        raise CheckpointError(
+            f"{out}: its checkpoint holds {meta['step']} steps (key 'step'), more than this "
+            f"run's --steps {run_config['loop']['steps']}: pass --steps {meta['step']} or "
+            "more to continue it."
+        )
     saved = {k: meta[k] for k in ("algo", "algo_config", "data")} | {"seed": meta["loop"]["seed"]}
     wanted = {k: run_config[k] for k in ("algo", "algo_config", "data")}
     wanted |= {"seed": run_config["loop"]["seed"]}
@@ -309,6 +356,15 @@ def _restore(
             f"Expected the checkpoint in {str(out)!r} to match this run. These differ "
             f"(checkpoint -> this run): {changes}. Resume with the original options."
         )
+    return state, meta
+
+
+def _restore(
+    saved: tuple[dict[str, Any], dict[str, Any]], algorithm: Algorithm, sampler: BatchSampler
+) -> int:
+    """Load a checkpoint read by `_read_checkpoint` into the algorithm, the sampler and
+    torch's RNG; returns the steps it holds."""
+    state, meta = saved
     algorithm.load_state_dict(state["algorithm"])
     sampler.load_state_dict(state["sampler"])
     _set_rng_state(state["rng"])

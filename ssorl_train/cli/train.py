@@ -75,6 +75,9 @@ from ssorl_train.loop import LOOP_FIELDS
 @renamed_option("--env", "--env-id")
 @click.option("--resume", is_flag=True, help="Continue the checkpoint in --out exactly.")
 @click.option(
+    "--overwrite", is_flag=True, help="Replace a finished or partial run in --out (not resumed)."
+)
+@click.option(
     "--seed",
     type=click_type(LOOP_FIELDS["seed"]),
     default=0,
@@ -107,6 +110,7 @@ def train(
     log_every: int,
     env_id: str | None,
     resume: bool,
+    overwrite: bool,
     seed: int,
     device: str | None,
     overrides: tuple[str, ...],
@@ -145,6 +149,7 @@ def train(
         loop_config,
         out_dir,
         resume=resume,
+        overwrite=overwrite,
         device=device,
         progress=not quiet,
     )
