@@ -2,7 +2,10 @@
 
 A checkpoint directory holds `model.safetensors` (weights), `config.json` (what
 builds the network and maps its output to actions) and `provenance.json` (store,
-split, seed, package version, training metrics). Loading runs no code from disk.
+split, seed, package version, training metrics). Loading runs no code from disk, and
+validates before it allocates: every config key's type and range, finite and positive
+normalisation, and the weights' shapes (read from the safetensors header) against the
+network the config describes (built on torch's meta device, which allocates nothing).
 """
 
 from __future__ import annotations
@@ -10,20 +13,38 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from ssorl_data.errors import IdmCheckpointError, SpaceMismatchError
+from ssorl_data.expect import Expect
 from ssorl_data.idm.model import IdmEnsemble, squashed_nll
 from ssorl_data.store import TrajectoryStore
 
 WEIGHTS, CONFIG, PROVENANCE = "model.safetensors", "config.json", "provenance.json"
+
+# type and range of every config.json key (the network's keys as IDM_FIELDS of training.py)
+SPEC_FIELDS: dict[str, Expect] = {
+    "k": Expect(int, min=0),
+    "hidden": Expect(int, min=1, many=True),
+    "members": Expect(int, min=1),
+    "dropout": Expect(float, min=0, max=1, max_open=True),
+    "shared_trunk": Expect(bool),
+    "obs_shape": Expect(int, min=1, many=True),
+    "act_shape": Expect(int, min=1, many=True),
+    "obs_mean": Expect(float, many=True),
+    "obs_std": Expect(float, min=0, min_open=True, many=True),
+    "action_low": Expect(float, many=True),
+    "action_high": Expect(float, many=True),
+}
 
 
 @dataclass(frozen=True)
@@ -55,14 +76,45 @@ class IdmSpec:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], where: str) -> IdmSpec:
+        """The spec of a config.json document, every key checked (IdmCheckpointError naming
+        `where` and the key) before anything is built from it."""
         names = {f.name for f in dataclasses.fields(cls)}
-        if set(data) != names:
+        if not isinstance(data, dict) or set(data) != names:
+            got = sorted(data) if isinstance(data, dict) else type(data).__name__
             raise IdmCheckpointError(
-                f"{where}: expected config keys {sorted(names)}. Got {sorted(data)} instead. "
+                f"{where}: expected config keys {sorted(names)}. Got {got} instead. "
                 "The checkpoint was written by another ssorl version; train it again."
             )
+        for key, expect in SPEC_FIELDS.items():
+            value = data[key]
+            finite = not isinstance(value, list) or all(
+                not isinstance(v, float) or math.isfinite(v) for v in value
+            )
+            if not (expect.accepts(value) and finite):
+                raise IdmCheckpointError(
+                    f"{where}: key {key!r} is {_short(value)}; expected "
+                    f"{expect.describe()}, finite. Train the IDM again (`ssorl idm train`)."
+                )
         tuples = {n: tuple(v) for n, v in data.items() if isinstance(v, list)}
-        return cls(**{**data, **tuples})
+        spec = cls(**{**data, **tuples})
+        for key, size in (("obs_mean", spec.obs_dim), ("obs_std", spec.obs_dim),
+                          ("action_low", spec.act_dim), ("action_high", spec.act_dim)):  # fmt: skip
+            if len(data[key]) != size:
+                raise IdmCheckpointError(
+                    f"{where}: key {key!r} has {len(data[key])} values; expected {size} "
+                    "(from obs_shape / act_shape). Train the IDM again (`ssorl idm train`)."
+                )
+        if not all(lo < hi for lo, hi in zip(spec.action_low, spec.action_high, strict=True)):
+            raise IdmCheckpointError(
+                f"{where}: key 'action_high' is not above 'action_low' everywhere. Train the "
+                "IDM again (`ssorl idm train`)."
+            )
+        return spec
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 class Idm:
@@ -160,7 +212,8 @@ def save_idm(idm: Idm, directory: str | Path) -> Path:
 
 
 def load_idm(directory: str | Path, device: str | torch.device = "cpu") -> Idm:
-    """Load a checkpoint directory written by `save_idm` / `train_idm`."""
+    """Load a checkpoint directory written by `save_idm` / `train_idm`, validating each file
+    before the network is allocated (see the module docstring)."""
     directory = Path(directory)
     for name in (WEIGHTS, CONFIG, PROVENANCE):
         if not (directory / name).is_file():
@@ -168,19 +221,56 @@ def load_idm(directory: str | Path, device: str | torch.device = "cpu") -> Idm:
                 f"{directory}: no {name}. Expected an IDM checkpoint directory written by "
                 "`ssorl idm train --out DIR`."
             )
-    try:
-        spec = IdmSpec.from_dict(json.loads((directory / CONFIG).read_text()), str(directory))
-        provenance = json.loads((directory / PROVENANCE).read_text())
-    except json.JSONDecodeError as error:
-        raise IdmCheckpointError(f"{directory}: unreadable JSON ({error}).") from None
+    spec = IdmSpec.from_dict(_read_json(directory / CONFIG), str(directory / CONFIG))
+    provenance = _read_json(directory / PROVENANCE)
+    if not isinstance(provenance, dict):
+        raise IdmCheckpointError(
+            f"{directory / PROVENANCE}: expected a JSON object. Got {type(provenance).__name__}; "
+            "train the IDM again (`ssorl idm train`)."
+        )
+    _check_weight_shapes(directory / WEIGHTS, spec)
     network = build_network(spec)
     try:
-        network.load_state_dict(load_file(directory / WEIGHTS))
-    except RuntimeError as error:
-        raise IdmCheckpointError(
-            f"{directory / WEIGHTS}: weights do not fit {CONFIG} ({error})."
-        ) from None
+        weights = load_file(directory / WEIGHTS)
+    except (SafetensorError, OSError) as error:
+        raise IdmCheckpointError(f"{directory / WEIGHTS}: unreadable ({error}).") from None
+    for name, tensor in weights.items():
+        if not torch.isfinite(tensor).all():
+            raise IdmCheckpointError(
+                f"{directory / WEIGHTS}: tensor {name!r} holds non-finite values. Train the "
+                "IDM again (`ssorl idm train`)."
+            )
+    network.load_state_dict(weights)
     return Idm(spec, network, provenance, directory).to(device)
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise IdmCheckpointError(f"{path}: unreadable JSON ({error}).") from None
+
+
+def _check_weight_shapes(path: Path, spec: IdmSpec) -> None:
+    """Compare the tensors of the safetensors header (read without loading them) with the
+    network `spec` builds on the meta device."""
+    try:
+        with safe_open(str(path), "pt") as f:
+            got = {name: tuple(f.get_slice(name).get_shape()) for name in f.keys()}
+    except (SafetensorError, OSError) as error:
+        raise IdmCheckpointError(
+            f"{path}: not a readable safetensors file ({error}). Train the IDM again "
+            "(`ssorl idm train`)."
+        ) from None
+    with torch.device("meta"):
+        expected = {k: tuple(v.shape) for k, v in build_network(spec).state_dict().items()}
+    for name in sorted(set(got) | set(expected)):
+        if got.get(name) != expected.get(name):
+            raise IdmCheckpointError(
+                f"{path}: weights do not fit {CONFIG} (keys k, hidden, members, shared_trunk, "
+                f"obs_shape, act_shape): tensor {name!r} has shape {got.get(name)}, the config "
+                f"gives {expected.get(name)}. Train the IDM again (`ssorl idm train`)."
+            )
 
 
 def checkpoint_hash(directory: str | Path) -> str:

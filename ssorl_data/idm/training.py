@@ -22,13 +22,22 @@ from tqdm.auto import tqdm
 
 from ssorl_data import __version__, ops
 from ssorl_data.episode_index import EpisodeIndex
-from ssorl_data.errors import SplitError
+from ssorl_data.errors import IdmExistsError, SplitError
 from ssorl_data.expect import Expect, check_fields
-from ssorl_data.idm.checkpoint import Idm, IdmSpec, build_network, save_idm
+from ssorl_data.idm.checkpoint import (
+    CONFIG,
+    PROVENANCE,
+    WEIGHTS,
+    Idm,
+    IdmSpec,
+    build_network,
+    save_idm,
+)
 from ssorl_data.idm.model import squashed_nll
 from ssorl_data.sampler import IdmWindowSampler
 from ssorl_data.staleness import check_split_fresh, split_identity, store_identity
 from ssorl_data.store import TrajectoryStore
+from ssorl_data.store.lock import DirectoryLock
 
 
 @dataclass(frozen=True)
@@ -126,8 +135,35 @@ def train_idm(
     config: IdmTrainConfig = IdmTrainConfig(),
     device: str | torch.device = "cpu",
     progress: bool = True,
+    overwrite: bool = False,
 ) -> TrainResult:
     """Train the IDM ensemble on the visible episodes of `split`; save it to `out` if given.
+
+    `out` is locked while training (a second process writing it is refused), and an IDM
+    already there, which relabel runs may point to, is replaced only with `overwrite`.
+    """
+    if out is None:
+        return _train_idm(store, split, None, config, device, progress)
+    with DirectoryLock(out, "IDM checkpoint"):
+        existing = [name for name in (WEIGHTS, CONFIG, PROVENANCE) if (Path(out) / name).exists()]
+        if existing and not overwrite:
+            raise IdmExistsError(
+                f"{out}: holds an IDM checkpoint ({', '.join(existing)}), which relabel runs may "
+                "point to. Pass overwrite=True (CLI: --overwrite) to replace it, or choose "
+                "another --out."
+            )
+        return _train_idm(store, split, out, config, device, progress)
+
+
+def _train_idm(
+    store: TrajectoryStore,
+    split: str,
+    out: str | Path | None,
+    config: IdmTrainConfig,
+    device: str | torch.device,
+    progress: bool,
+) -> TrainResult:
+    """`train_idm` once `out` is locked and free.
 
     A stale split (made before episodes were appended) is refused: its appended
     labelled episodes would be left out without a word. The provenance records the
