@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import struct
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -44,7 +44,7 @@ def n_chunks(array: zarr.Array, stop: int) -> int:
 
 
 def read_rows(
-    array: zarr.Array, start: int, stop: int, required: Iterable[int], remedy: str
+    array: zarr.Array, start: int, stop: int, required: Collection[int], remedy: str
 ) -> np.ndarray:
     """Rows [start, stop) of `array`, refusing absent chunks among `required` and damaged ones.
 
@@ -54,7 +54,6 @@ def read_rows(
     if start >= stop:
         return array[start:stop]
     rows = int(array.chunks[0])
-    required = set(required)
     for index in range(start // rows, n_chunks(array, stop)):
         problem = _file_problem(array, index, index in required)
         if problem is not None:

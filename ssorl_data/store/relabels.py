@@ -101,7 +101,8 @@ class RelabelRun:
         array = self._array(key)
         first = start // int(array.chunks[0])
         done = self._done(first, min(n_chunks(array, stop), self.n_chunks))
-        return read_rows(array, start, stop, first + np.flatnonzero(done), self.remedy)
+        required = set((first + np.flatnonzero(done)).tolist())
+        return read_rows(array, start, stop, required, self.remedy)
 
     def array_info(self, key: str) -> tuple[tuple[int, ...], tuple[int, ...], np.dtype]:
         """(shape, chunk shape, dtype) of array `key`; for verify."""
