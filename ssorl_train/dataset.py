@@ -335,13 +335,16 @@ def load_training_data(
 ) -> TrainingData:
     """The dataset view: a store, an optional split and relabel run, joined by `select_actions`.
 
-    `labelled-only` and `semi-supervised` need the split that says which episodes keep
-    their actions (without one they would train exactly as `full`); `semi-supervised`
-    also needs a relabel run. The relabel run must be complete. Stale data is refused
-    (`StaleDataError`, naming the command that extends it): a split that covers fewer
-    episodes than the store, unless `mode` is full (which ignores splits), and in
-    semi-supervised mode a relabel run that covers fewer steps, or whose IDM was
-    trained on this split before it was made again with other visible episodes.
+    `labelled-only` and `semi-supervised` hide the actions of the episodes a split does not
+    make visible. Without a split every recorded action is visible: `labelled-only` would
+    then train exactly as `full` and is refused, and so is `semi-supervised` on a store
+    where every episode has its actions; on a corpus with action-free episodes it is the
+    natural view (recorded actions where recorded, proxy actions elsewhere).
+    `semi-supervised` also needs a relabel run, which must be complete. Stale data is
+    refused (`StaleDataError`, naming the command that extends it): a split that covers
+    fewer episodes than the store, unless `mode` is full (which ignores splits), and in
+    semi-supervised mode a relabel run that covers fewer steps, or whose IDM was trained
+    on this split before it was made again with other visible episodes.
     """
     from ssorl_data.staleness import (
         check_relabel_fresh,
@@ -358,13 +361,6 @@ def load_training_data(
             "Semi-supervised training needs proxy actions. Got no relabel run: pass "
             "relabel=NAME (CLI: --relabel NAME; `ssorl relabel` writes one)."
         )
-    if mode != "full" and split is None:
-        raise MissingSplitError(
-            f"Mode {mode!r} needs a split (CLI: --split NAME) naming the episodes whose "
-            "actions are visible; without one every recorded action is visible and it "
-            "would train exactly as --mode full. Make one with `ssorl data split`, or "
-            "train --mode full."
-        )
     path = Path(store_path)
     if path.suffix in (".hdf5", ".h5", ".npz"):
         raise TrainingDataError(
@@ -373,6 +369,15 @@ def load_training_data(
         )
     with TrajectoryStore.open(path) as store:
         table = store.episode_table()
+        if split is None and (
+            mode == "labelled-only" or (mode == "semi-supervised" and table.labelled.all())
+        ):
+            raise MissingSplitError(
+                f"Mode {mode!r} needs a split (CLI: --split NAME) naming the episodes whose "
+                "actions are visible: without one it would train on the recorded actions "
+                f"of {store.path} exactly as --mode full. Make one with `ssorl data split`, "
+                "or train --mode full."
+            )
         chosen = store.read_split(split) if split else None
         if chosen is not None and mode != "full":
             check_split_fresh(store, chosen, f"--mode {mode}")

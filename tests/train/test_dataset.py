@@ -187,3 +187,26 @@ def test_store_view_semi_supervised_joins_split_and_relabel_run(tmp_path) -> Non
         tmp_path / "s", "semi-supervised", "one", "idm", drop_uncertain=0.5
     )
     assert filtered.n_proxy == 5  # the most uncertain half of 9 proxy steps is dropped (floor 4)
+
+
+def test_semi_supervised_without_a_split_fills_only_the_action_free_episodes(tmp_path) -> None:
+    """A corpus that really lacks some actions needs no split: recorded where recorded."""
+    from ssorl_data.store import TrajectoryStore
+
+    rng = np.random.default_rng(3)
+    labelled = random_batch(rng, [3, 4], labelling="all")
+    hidden = random_episode(rng, 5, labelling="none")
+    make_store(tmp_path / "s", concat_batches([labelled, hidden]), act_shape=(2,))
+    with TrajectoryStore.open(tmp_path / "s", mode="a") as store:
+        run = store.create_relabel("r", {"idm": "test"})
+        for index in range(len(run.done())):
+            lo, hi = run.chunk_range(index)
+            run.write_chunk(index, np.full((hi - lo, 2), 0.5, np.float32), np.zeros(hi - lo))
+        store.complete_relabel("r", {})
+    data = load_training_data(tmp_path / "s", "semi-supervised", relabel="r")
+    assert (data.n_recorded, data.n_proxy) == (7, 5)
+    np.testing.assert_array_equal(data.actions.numpy()[:7], labelled.actions)
+    assert (data.actions.numpy()[7:] == 0.5).all()
+    make_store(tmp_path / "all", labelled, act_shape=(2,))
+    with pytest.raises(MissingSplitError, match="--mode full"):  # it would equal full
+        load_training_data(tmp_path / "all", "semi-supervised", relabel="r")
