@@ -8,6 +8,15 @@ reading them; `zarr_raw` writes the same arrays into zarr arrays of the same chu
 and codec with no validation or bookkeeping; `minari` is create_dataset_from_buffers.
 
     python benchmarks/bench_store.py [--repeats 3]
+    python benchmarks/bench_store.py --foreign [--foreign-steps 1000000]
+
+`--foreign` instead times `ssorl data import` of datasets in other libraries' formats
+against the reader each library itself offers, on ~1M steps written by the test suite's
+writers (a Minari hdf5 Hopper-v5 dataset from `create_dataset_from_buffers`, a LeRobot
+v3 dataset as LeRobot's writer lays it out): `minari.load_dataset(...).iterate_episodes()`
+and `pyarrow.parquet.read_table` of every data file. The import reads with those same
+readers and also validates and writes the store, so its time is the reader's plus ours.
+It writes benchmarks/results/store_foreign.json.
 """
 
 from __future__ import annotations
@@ -153,6 +162,62 @@ def chunk_sweep(arrays, args, fresh, mb: float) -> list[dict]:
     return sweep
 
 
+def foreign_imports(steps: int, repeats: int, scratch: Path) -> list[dict]:
+    """Import time of a Minari and a LeRobot dataset against each library's own reader."""
+    import os
+
+    import minari
+    import pyarrow.parquet as pq
+
+    from tests.data.factories import write_minari_hopper
+    from tests.data.lerobot_factory import LeRobotSpec, write_lerobot_dataset
+
+    os.environ["MINARI_DATASETS_PATH"] = str(scratch / "minari")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        write_minari_hopper("bench/hopper-v0", steps)
+    episodes = max(1, steps // 1000)
+    lerobot = write_lerobot_dataset(
+        scratch / "lerobot", LeRobotSpec(lengths=[1000] * episodes, episodes_per_file=250)
+    )
+
+    def store(name: str) -> Path:
+        shutil.rmtree(scratch / name, ignore_errors=True)
+        return scratch / name
+
+    def minari_read() -> None:
+        for episode in minari.load_dataset("bench/hopper-v0").iterate_episodes():
+            np.asarray(episode.observations), np.asarray(episode.actions)
+
+    def lerobot_read() -> None:
+        for path in sorted((lerobot / "data").glob("chunk-*/file-*.parquet")):
+            pq.read_table(path)
+
+    runs = {
+        "minari:ssorl_import": lambda: import_dataset(
+            "bench/hopper-v0", store("from_minari"), progress=False
+        ),
+        "minari:minari_iterate": minari_read,
+        "lerobot:ssorl_import": lambda: import_dataset(
+            lerobot, store("from_lerobot"), progress=False
+        ),
+        "lerobot:pyarrow_read_table": lerobot_read,
+    }
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        times = best_of_interleaved(repeats, runs)
+    n_steps = {"minari": steps, "lerobot": episodes * 999}  # L frames -> L - 1 steps
+    rows = []
+    for name, seconds in times.items():
+        source, method = name.split(":")
+        reader = min(t for n, t in times.items() if n.startswith(source) and "ssorl" not in n)
+        rows.append({"source": source, "method": method, "steps": n_steps[source],
+                     "seconds": seconds, "steps_per_s": n_steps[source] / seconds,
+                     "time_vs_reader": seconds / reader})  # fmt: skip
+        print(f"{name:>28}: {n_steps[source] / seconds:12,.0f} steps/s ({seconds:.3f} s)")
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=5)
@@ -163,7 +228,16 @@ def main() -> None:
         default=3,
         help="Repeat the corpus files this many times (corpus-scale sizes).",
     )
+    parser.add_argument("--foreign", action="store_true", help="Minari and LeRobot imports.")
+    parser.add_argument("--foreign-steps", type=int, default=1_000_000)
     args = parser.parse_args()
+    if args.foreign:
+        scratch = Path(tempfile.mkdtemp(prefix="bench_store_foreign-"))
+        rows = foreign_imports(args.foreign_steps, args.repeats, scratch)
+        shutil.rmtree(scratch, ignore_errors=True)
+        path = write_results("store_foreign", {"repeats": args.repeats, "rows": rows})
+        print(f"written to {path}")
+        return
     arrays = load(args.env, args.copies)
     mb = payload_bytes(arrays) / 1e6
     scratch = Path(tempfile.mkdtemp(prefix="bench_store-"))

@@ -145,8 +145,23 @@ def idm_table(rows: list[dict]) -> str:
     return f"{title}\n\n{_markdown(table, columns)}"
 
 
+def store_foreign_table(result: dict) -> str:
+    return _markdown(
+        result["rows"],
+        [
+            ("source", "source", ""),
+            ("method", "method", ""),
+            ("steps", "steps", ",d"),
+            ("steps_per_s", "steps/s", ",.0f"),
+            ("seconds", "seconds", ".2f"),
+            ("time_vs_reader", "time vs the library's reader", ".2f"),
+        ],
+    )
+
+
 RENDERERS = {
     "store": store_tables,
+    "store_foreign": store_foreign_table,
     "relabel": relabel_table,
     "kernels": kernels_table,
     "train": train_table,
