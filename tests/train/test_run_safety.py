@@ -37,8 +37,9 @@ def _run(data, algo, out, steps, resume=False, overwrite=False, **loop_options):
     """tests/train/test_loop.py's small run, with `overwrite`."""
     options = {"eval_every": 0, "checkpoint_every": 4, "log_every": 2} | loop_options
     config = loop.LoopConfig(steps=steps, seed=7, **options)
+    extra = {"overwrite": True} if overwrite else {}  # the call as the code before it took
     return loop.train(
-        data, algo, make_config(algo, SMALL[algo]), config, out, resume, None, False, overwrite
+        data, algo, make_config(algo, SMALL[algo]), config, out, resume, progress=False, **extra
     )
 
 
@@ -62,7 +63,8 @@ def test_a_second_train_process_into_the_same_out_is_refused(tmp_path) -> None:
                 "0", "--checkpoint-every", "0", "--log-every", "100", "--set", "hidden_dim=8",
                 "--set", "batch_size=4", "--quiet"]  # fmt: skip
 
-    with subprocess.Popen(args(10_000_000), cwd=ROOT, env=ENV) as first:
+    first = subprocess.Popen(args(10_000_000), cwd=ROOT, env=ENV)
+    try:
         lock = out / LOCK_FILE
         deadline = time.monotonic() + 300
         while not (lock.exists() and lock.read_text() == str(first.pid)):
@@ -73,7 +75,9 @@ def test_a_second_train_process_into_the_same_out_is_refused(tmp_path) -> None:
             args(2), cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300
         )
         assert first.poll() is None  # still training: the second really overlapped it
-        first.send_signal(signal.SIGKILL)
+    finally:
+        first.kill()
+        first.wait()
     assert second.returncode == 2, second.stderr
     assert second.stderr.startswith("Error: ") and "Traceback" not in second.stderr
     assert f"pid {first.pid}" in second.stderr and str(lock) in second.stderr
