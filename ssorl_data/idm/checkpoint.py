@@ -201,14 +201,27 @@ def build_network(spec: IdmSpec) -> IdmEnsemble:
 
 
 def save_idm(idm: Idm, directory: str | Path) -> Path:
-    """Write the checkpoint directory (created if needed; files replaced)."""
+    """Write the checkpoint directory (created if needed; files replaced).
+
+    config.json goes first and comes back last, each file renamed into place whole, so a
+    process killed while saving leaves a directory without config.json: never a mix of two
+    IDMs' files, and one that `is_complete` tells from a finished checkpoint.
+    """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
+    (directory / CONFIG).unlink(missing_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in idm.network.state_dict().items()}
-    save_file(state, directory / WEIGHTS)
-    (directory / CONFIG).write_text(json.dumps(idm.spec.to_dict(), indent=1) + "\n")
-    (directory / PROVENANCE).write_text(json.dumps(idm.provenance, indent=1) + "\n")
+    save_file(state, directory / f"{WEIGHTS}.tmp")
+    (directory / f"{PROVENANCE}.tmp").write_text(json.dumps(idm.provenance, indent=1) + "\n")
+    (directory / f"{CONFIG}.tmp").write_text(json.dumps(idm.spec.to_dict(), indent=1) + "\n")
+    for name in (WEIGHTS, PROVENANCE, CONFIG):
+        (directory / f"{name}.tmp").replace(directory / name)
     return directory
+
+
+def is_complete(directory: str | Path) -> bool:
+    """Whether `save_idm` finished writing `directory` (its config.json is written last)."""
+    return all((Path(directory) / name).is_file() for name in (WEIGHTS, CONFIG, PROVENANCE))
 
 
 def load_idm(directory: str | Path, device: str | torch.device = "cpu") -> Idm:

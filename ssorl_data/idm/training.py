@@ -31,6 +31,7 @@ from ssorl_data.idm.checkpoint import (
     Idm,
     IdmSpec,
     build_network,
+    is_complete,
     save_idm,
 )
 from ssorl_data.idm.model import squashed_nll
@@ -140,13 +141,14 @@ def train_idm(
     """Train the IDM ensemble on the visible episodes of `split`; save it to `out` if given.
 
     `out` is locked while training (a second process writing it is refused), and an IDM
-    already there, which relabel runs may point to, is replaced only with `overwrite`.
+    already there, which relabel runs may point to, is replaced only with `overwrite`; the
+    files of one whose saving was killed (no config.json, see `save_idm`) are replaced.
     """
     if out is None:
         return _train_idm(store, split, None, config, device, progress)
     with DirectoryLock(out, "IDM checkpoint"):
         existing = [name for name in (WEIGHTS, CONFIG, PROVENANCE) if (Path(out) / name).exists()]
-        if existing and not overwrite:
+        if is_complete(out) and not overwrite:
             raise IdmExistsError(
                 f"{out}: holds an IDM checkpoint ({', '.join(existing)}), which relabel runs may "
                 "point to. Pass overwrite=True (CLI: --overwrite) to replace it, or choose "
