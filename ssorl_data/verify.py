@@ -10,7 +10,7 @@ from tqdm.auto import tqdm
 from ssorl_data import layout
 from ssorl_data.episode_index import EpisodeIndex
 from ssorl_data.episodes import find_problems
-from ssorl_data.errors import SplitNotFoundError, SsorlError
+from ssorl_data.errors import SplitNotFoundError, SsorlError, StoreFormatError
 from ssorl_data.staleness import extend_command, store_coverage
 from ssorl_data.store import TrajectoryStore
 from ssorl_data.store.splits import split_attrs, visible_sha256
@@ -132,7 +132,7 @@ def _split_problems(store: TrajectoryStore, table) -> list[str]:
         where = f"{store.path}/{layout.split_path(name)}"
         try:
             split = store.read_split(name)
-        except SplitNotFoundError as error:
+        except (SplitNotFoundError, StoreFormatError) as error:  # unfinished or edited
             problems.append(str(error))
             continue
         shape, _, dtype = store.raw_array_info(

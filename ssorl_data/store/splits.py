@@ -10,7 +10,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ssorl_data import layout
-from ssorl_data.errors import SplitError, SplitExistsError, SplitNotFoundError
+from ssorl_data.errors import (
+    SplitError,
+    SplitExistsError,
+    SplitNotFoundError,
+    StoreFormatError,
+)
 from ssorl_data.names import check_name
 from ssorl_data.store.chunks import n_chunks, read_rows
 
@@ -46,10 +51,24 @@ def read_split(store: TrajectoryStore, name: str) -> Split:
             f"{attrs.get('status')!r}). Write it again with overwrite=True (CLI: --overwrite)."
         )
     array = store._node(f"{path}/{layout.SPLIT_VISIBLE}")
+    covered = attrs.get("n_episodes")
+    if isinstance(covered, int) and array.shape[0] < covered:  # an edited zarr.json
+        raise StoreFormatError(
+            f"{store.path}/{path}/{layout.SPLIT_VISIBLE}/zarr.json: holds {array.shape[0]} rows, "
+            f"but the split covers n_episodes={covered}; the file was edited. Make the split "
+            "again with --overwrite."
+        )
     written = written_chunks(store, array, attrs)
     stored = read_rows(array, 0, array.shape[0], written, split_remedy(store, name))
     visible = np.zeros(store.n_episodes, dtype=bool)
     visible[: stored.shape[0]] = stored
+    recorded = attrs.get("visible_sha256")
+    if recorded is not None and recorded != visible_sha256(visible):
+        raise StoreFormatError(
+            f"{store.path}/{path}: visible does not hold the episodes the split was made with "
+            "(its visible_sha256 differs, zarr.json or visible edited). Make the split again "
+            "with --overwrite."
+        )
     return Split(name, visible, attrs)
 
 
@@ -105,7 +124,11 @@ def write_split(
             "of it has a recorded action. Only labelled episodes can be visible."
         )
     path = layout.split_path(name)
-    store._make_room(path, overwrite, SplitExistsError, "split", "ssorl data split")
+    # A split left 'writing' by a killed process was never readable: replace it unasked.
+    unfinished = name in store.list_splits() and split_attrs(store, name)[0].get("status") == (
+        layout.STATUS_WRITING
+    )
+    store._make_room(path, overwrite or unfinished, SplitExistsError, "split", "ssorl data split")
     group = store._group.require_group(layout.SPLITS).create_group(
         name, attributes={"status": layout.STATUS_WRITING}
     )
