@@ -38,7 +38,10 @@ def metadata_errors(root: Path, path: str) -> Iterator[None]:
         yield
     except SsorlError:
         raise
-    except (ValueError, TypeError) as error:
+    except (ValueError, TypeError, KeyError) as error:
+        if isinstance(error, KeyError) and not (root / path / "zarr.json").is_file():
+            raise  # the node is absent (callers ask for that); a KeyError from a file that
+            # exists is a missing field, e.g. a group's zarr.json edited to say "array"
         file = _unreadable_file(root, path)
         raise StoreFormatError(
             f"{file}: cannot be read as zarr metadata ({type(error).__name__}: {error}). {EDITED}"

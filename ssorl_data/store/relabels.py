@@ -10,7 +10,7 @@ import numpy as np
 import zarr
 
 from ssorl_data import layout
-from ssorl_data.errors import RelabelExistsError, RelabelNotFoundError
+from ssorl_data.errors import RelabelExistsError, RelabelNotFoundError, StoreFormatError
 from ssorl_data.metadata import committed_size
 from ssorl_data.names import check_name
 from ssorl_data.store.chunks import n_chunks, read_rows
@@ -99,6 +99,14 @@ class RelabelRun:
         if not 0 <= start <= stop <= self.n_steps:
             raise IndexError(f"{self.where}: rows [{start}, {stop}) outside [0, {self.n_steps}).")
         array = self._array(key)
+        for name, held, size in ((key, array.shape[0], self.n_steps),
+                                 (layout.RELABEL_DONE, self._array(layout.RELABEL_DONE).shape[0],
+                                  self.n_chunks)):  # fmt: skip
+            if held < size:  # an edited zarr.json: the run's rows or flags would not fit
+                raise StoreFormatError(
+                    f"{self.where}/{name}/zarr.json: holds {held} rows, but the run commits "
+                    f"{size}; the file was edited. Relabel again with --overwrite."
+                )
         first = start // int(array.chunks[0])
         done = self._done(first, min(n_chunks(array, stop), self.n_chunks))
         required = set((first + np.flatnonzero(done)).tolist())

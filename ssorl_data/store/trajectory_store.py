@@ -350,7 +350,8 @@ class TrajectoryStore:
     # ------------------------------------------------------------------ for the package
     def _children(self, parent: str) -> list[str]:
         with metadata_errors(self.path, parent):
-            if parent not in self._group:
+            # `in` reads an unparsable group as absent: its file tells (then zarr's error)
+            if parent not in self._group and not (self.path / parent / "zarr.json").is_file():
                 return []
             return sorted(self._group[parent].group_keys())
 
