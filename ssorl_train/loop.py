@@ -266,8 +266,8 @@ def train(
         saved = _read_checkpoint(out, run_config) if resume else None  # checked before building
         normalizer, algorithm, sampler = _build(algo, algo_config, data, loop.seed, device)
         start = _restore(saved, algorithm, sampler) if saved else 0
-        if start and start >= loop.steps and (out / "summary.json").exists():
-            return json.loads((out / "summary.json").read_text())  # finished already
+        if start and start >= loop.steps and (finished := _read_summary(out)) is not None:
+            return finished
         run_log = _RunLog(out, run_config, start, loop.steps, progress)
         evaluate_now = _evaluator(algorithm, normalizer, loop, data, run_config["env_id"])
         step = start
@@ -288,6 +288,16 @@ def train(
         finally:
             run_log.close()
         return _finish(out, run_config, start, step, run_log)
+
+
+def _read_summary(out: Path) -> dict[str, Any] | None:
+    """summary.json of a finished run; None when absent, unreadable or not an object (edited
+    or damaged), so that a resume redoes the final evaluation and writes it again."""
+    try:
+        summary = json.loads((out / "summary.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return summary if isinstance(summary, dict) else None
 
 
 # what a run writes into its directory besides the checkpoint files (`--overwrite` removes them)

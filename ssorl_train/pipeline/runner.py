@@ -40,8 +40,15 @@ class Stamps:
         self.dir.mkdir(parents=True, exist_ok=True)
 
     def read(self, stage: str) -> dict[str, Any] | None:
-        path = self.dir / f"{stage}.json"
-        return json.loads(path.read_text()) if path.exists() else None
+        """The stamp of `stage`; None when absent, unreadable or not a stamp (an edited or
+        damaged file), so that the stage runs again."""
+        try:
+            stamp = json.loads((self.dir / f"{stage}.json").read_text())
+        except (OSError, ValueError):
+            return None
+        if not (isinstance(stamp, dict) and {"hash", "ran_at", "result"} <= stamp.keys()):
+            return None
+        return stamp if isinstance(stamp["result"], dict) else None
 
     def write(self, stage: str, key: str, result: dict[str, Any]) -> int:
         """Stamp a finished stage; `ran_at` makes the stages after it rerun when it reruns."""
