@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -15,24 +13,15 @@ from ssorl_data.episodes import concat_batches
 from ssorl_data.store import TrajectoryStore
 from ssorl_data.verify import verify_store
 from tests.data.append_worker import episode
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.faults.harness import kill, start
 
 
 def _run_and_kill(path: Path, delay: float) -> None:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    with subprocess.Popen(
-        [sys.executable, "-m", "tests.data.append_worker", str(path)],
-        stdout=subprocess.PIPE,
-        cwd=ROOT,
-        env=env,
-    ) as proc:
-        assert proc.stdout is not None
-        assert proc.stdout.readline().strip() == b"ready"
-        time.sleep(delay)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-    assert proc.returncode == -signal.SIGKILL, "the writer died before it was killed"
+    proc = start([sys.executable, "-m", "tests.data.append_worker", str(path)])
+    time.sleep(delay)
+    assert proc.poll() is None, "the writer died before it was killed"
+    kill(proc)
+    assert proc.returncode == -signal.SIGKILL
 
 
 def test_sigkill_during_appends_leaves_the_last_commit(tmp_path):
