@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -25,6 +26,11 @@ from ssorl_data.io.source import ImportSource
 from ssorl_data.store import Compression, TrajectoryStore
 
 SourceFormat = Literal["auto", "d4rl", "npz", "minari"]
+
+# The store's creation attributes name the import that created it: such a store with no
+# committed episode is one whose first import died before its commit (a SIGKILL skips the
+# clean-up), and a plain rerun replaces it.
+CREATED_BY_IMPORT = "created_by_import"
 
 
 @dataclass
@@ -117,6 +123,8 @@ def import_dataset(
     if src.n_steps == 0:
         raise ImportFormatError(f"{src.description}: holds no steps; nothing to import.")
     store_path = Path(store_path)
+    if not append:
+        _remove_abandoned_store(store_path)
     created = not store_path.exists()
     if not created and not append:
         raise StoreExistsError(
@@ -134,6 +142,7 @@ def import_dataset(
             compression_level=compression_level,
             ref_min_score=src.ref_min_score,
             ref_max_score=src.ref_max_score,
+            extra={CREATED_BY_IMPORT: src.description},
         )
     else:
         store = TrajectoryStore.open(store_path, mode="a")
@@ -186,3 +195,22 @@ def _check_same_spaces(store: TrajectoryStore, src: ImportSource) -> None:
                 f"{src.description}: its observation columns hold {theirs['leaves']!r}, the "
                 f"store's hold {ours!r} ({store.path}). Import it into a separate store."
             )
+
+
+def _remove_abandoned_store(path: Path) -> None:
+    """Remove the store at `path` if a first import created it and died before committing
+    anything (see CREATED_BY_IMPORT); a live import holds its lock, so it is refused."""
+    if not (path / "zarr.json").is_file():
+        return
+    with TrajectoryStore.open(path, mode="a") as store:
+        abandoned = (
+            store.n_episodes == 0
+            and CREATED_BY_IMPORT in store.metadata.extra
+            and not store.list_splits()
+            and not store.list_relabels()
+        )
+        if not abandoned:
+            return
+        doomed = path.parent / f".{path.name}.abandoned-{uuid.uuid4().hex[:8]}"
+        os.rename(path, doomed)  # under the lock: no other writer sees it half-removed
+    shutil.rmtree(doomed)
