@@ -22,10 +22,11 @@ def data() -> None:
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(["auto", "d4rl", "npz", "minari"]),
+    type=click.Choice(["auto", "d4rl", "npz", "minari", "lerobot"]),
     default="auto",
     show_default=True,
-    help="auto: .hdf5/.h5 is D4RL layout, .npz is NPZ, anything else a Minari id or directory.",
+    help="auto: .hdf5/.h5 is D4RL layout, .npz is NPZ, a directory holding meta/info.json a "
+    "LeRobot v3 dataset, anything else a Minari id or directory.",
 )
 @click.option("--append", is_flag=True, help="Add the episodes to an existing store.")
 @click.option("--env-id", help="Gymnasium env id, when the source does not record one.")
@@ -57,6 +58,13 @@ def data() -> None:
     "rounds a dimension by more than 1e-4 of its range (the store holds float32, what the "
     "kernels and networks read). The rounding is recorded in the store's provenance.",
 )
+@click.option(
+    "--observation-key",
+    "observation_keys",
+    multiple=True,
+    help="LeRobot: a feature that forms the observation; repeat it to concatenate several, "
+    "in order (default: observation.state).",
+)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def import_command(
     source,
@@ -68,9 +76,10 @@ def import_command(
     compression,
     no_terminals,
     accept_float32_rounding,
+    observation_keys,
     quiet,
 ) -> None:
-    """Import SOURCE (D4RL HDF5, NPZ, or Minari dataset) into the store at STORE.
+    """Import SOURCE (D4RL HDF5, NPZ, Minari or LeRobot v3 dataset) into the store at STORE.
 
     All episodes of SOURCE become visible together: an import that fails or is
     killed leaves the store as it was. Python API: ssorl_data.io.importing.import_dataset.
@@ -88,6 +97,7 @@ def import_command(
         progress=not quiet,
         no_terminals=no_terminals,
         accept_float32_rounding=accept_float32_rounding,
+        observation_keys=observation_keys,
     )
     for note in result.notes:
         click.echo(f"note: {note}", err=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -20,12 +21,14 @@ from ssorl_data.errors import (
     StoreNotFoundError,
 )
 from ssorl_data.io.flat import open_d4rl_hdf5, open_npz
+from ssorl_data.io.lerobot_io import open_lerobot
+from ssorl_data.io.lerobot_meta import is_lerobot_dataset
 from ssorl_data.io.minari_io import open_minari
 from ssorl_data.io.observations import recorded_layout
 from ssorl_data.io.source import ImportSource
 from ssorl_data.store import Compression, TrajectoryStore
 
-SourceFormat = Literal["auto", "d4rl", "npz", "minari"]
+SourceFormat = Literal["auto", "d4rl", "npz", "minari", "lerobot"]
 
 # The store's creation attributes name the import that created it: such a store with no
 # committed episode is one whose first import died before its commit (a SIGKILL skips the
@@ -50,17 +53,22 @@ def open_source(
     *,
     no_terminals: bool = False,
     accept_float32_rounding: bool = False,
+    observation_keys: Sequence[str] | None = None,
 ) -> ImportSource:
-    """Open `source` by format: .hdf5/.h5 is D4RL layout, .npz is NPZ, else a Minari dataset.
+    """Open `source` by format: .hdf5/.h5 is D4RL layout, .npz is NPZ, a directory holding
+    meta/info.json is a LeRobot dataset, else a Minari dataset.
 
     `no_terminals=True` accepts a D4RL/NPZ file without `terminals` (see ssorl_data.io.flat).
     `accept_float32_rounding=True` imports a Minari dataset whose float32 rounding exceeds
     the tolerance (see ssorl_data.io.observations).
+    `observation_keys` names a LeRobot dataset's observation features (see
+    ssorl_data.io.lerobot_io).
     """
     text = str(source)
     if fmt == "auto":
         suffix = Path(text).suffix.lower()
         fmt = "d4rl" if suffix in (".hdf5", ".h5") else "npz" if suffix == ".npz" else "minari"
+        fmt = "lerobot" if is_lerobot_dataset(text) else fmt
     if no_terminals and fmt not in ("d4rl", "npz"):
         raise ImportFormatError(
             f"{text}: --no-terminals applies to D4RL HDF5 and NPZ files only; a {fmt} source "
@@ -71,13 +79,22 @@ def open_source(
             f"{text}: --accept-float32-rounding applies to Minari datasets only; a {fmt} "
             "source is not checked for rounding. Drop the flag."
         )
+    if observation_keys and fmt != "lerobot":
+        raise ImportFormatError(
+            f"{text}: --observation-key applies to LeRobot datasets only; a {fmt} source "
+            "has one observation. Drop the flag."
+        )
+    if fmt == "lerobot":
+        return open_lerobot(text, env_id=env_id, observation_keys=observation_keys)
     if fmt == "d4rl":
         return open_d4rl_hdf5(text, env_id=env_id, no_terminals=no_terminals)
     if fmt == "npz":
         return open_npz(text, env_id=env_id, no_terminals=no_terminals)
     if fmt == "minari":
         return open_minari(text, accept_float32_rounding=accept_float32_rounding)
-    raise ImportFormatError(f"Expected format auto, d4rl, npz or minari. Got {fmt!r} instead.")
+    raise ImportFormatError(
+        f"Expected format auto, d4rl, npz, minari or lerobot. Got {fmt!r} instead."
+    )
 
 
 def import_dataset(
@@ -93,13 +110,14 @@ def import_dataset(
     progress: bool = True,
     no_terminals: bool = False,
     accept_float32_rounding: bool = False,
+    observation_keys: Sequence[str] | None = None,
 ) -> ImportResult:
     """Import a dataset into a store; all its episodes become visible together or not at all.
 
     A new store is created (and removed again if the import fails); an existing one
     is appended to only when `append=True`, and only if its spaces are the same.
-    `no_terminals` and `accept_float32_rounding` are passed to `open_source` (an
-    `ImportSource` was opened with its own).
+    `no_terminals`, `accept_float32_rounding` and `observation_keys` are passed to
+    `open_source` (an `ImportSource` was opened with its own).
     `env_id`, when given, must be registered in gymnasium.
     """
     if append and not Path(store_path).exists():
@@ -118,6 +136,7 @@ def import_dataset(
             env_id,
             no_terminals=no_terminals,
             accept_float32_rounding=accept_float32_rounding,
+            observation_keys=observation_keys,
         )
     )
     if src.n_steps == 0:
