@@ -19,9 +19,12 @@ host without a GPU still builds what the GPU host will run.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import os
 import warnings
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
@@ -117,7 +120,7 @@ def build_cpp(with_cuda: bool) -> Path:
     tree = hashlib.sha1(str(src).encode()).hexdigest()[:10]
     build_directory = cache_dir() / f"torch{torch.__version__}" / f"{name}-{tree}"
     build_directory.mkdir(parents=True, exist_ok=True)
-    with warnings.catch_warnings():
+    with _build_lock(build_directory), warnings.catch_warnings():
         # torch's build helper warns about compiler/ABI details; they are not ours to fix.
         warnings.simplefilter("ignore")
         load(
@@ -133,6 +136,20 @@ def build_cpp(with_cuda: bool) -> Path:
         )
     libraries = sorted(build_directory.glob(f"{name}*.so"), key=lambda p: p.stat().st_mtime)
     return libraries[-1] if libraries else build_directory
+
+
+@contextlib.contextmanager
+def _build_lock(directory: Path) -> Iterator[None]:
+    """One build at a time per directory, under an flock that dies with its process.
+
+    torch's own build lock is a plain file (`lock`) that outlives a builder killed by
+    SIGKILL, after which every later process waits on it forever; every ssorl build takes
+    this flock first, so a `lock` file found while holding it is such a leftover.
+    """
+    with open(directory / "ssorl-build.lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        (directory / "lock").unlink(missing_ok=True)
+        yield
 
 
 def _build_with_cpu_retry(with_cuda: bool) -> Path:

@@ -137,3 +137,16 @@ def test_failed_cuda_build_keeps_the_cpu_kernels(monkeypatch: pytest.MonkeyPatch
     with pytest.warns(KernelBuildWarning, match="CUDA kernels could not be built"):
         info = backend.resolve()
     assert (info.name, info.cuda_built) == ("cpp", False)
+
+
+def test_a_build_lock_left_by_a_killed_builder_does_not_block_the_next_build(cpp) -> None:
+    """torch's plain `lock` file outlives a SIGKILLed builder; the next build must not wait
+    on it forever (the fault-injection suite hung there before builds took an flock)."""
+    directory = backend.build_cpp(False).parent
+    (directory / "lock").touch()  # what a builder killed mid-build leaves behind
+    code = "from ssorl_data.kernels import backend; print(backend.resolve().name)"
+    env = {**os.environ, backend.BACKEND_ENV: "cpp"}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            env=env, cwd=REPO, timeout=300)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "cpp" and not (directory / "lock").exists()
