@@ -31,13 +31,18 @@ from ssorl_data.store import TrajectoryStore
 
 WEIGHTS, CONFIG, PROVENANCE = "model.safetensors", "config.json", "provenance.json"
 
-# type and range of every config.json key (the network's keys as IDM_FIELDS of training.py)
-SPEC_FIELDS: dict[str, Expect] = {
+# type and range of the network's settings: config.json's keys here, and the same fields of
+# IdmTrainConfig (training.py's IDM_FIELDS)
+NETWORK_FIELDS: dict[str, Expect] = {
     "k": Expect(int, min=0),
     "hidden": Expect(int, min=1, many=True),
     "members": Expect(int, min=1),
     "dropout": Expect(float, min=0, max=1, max_open=True),
     "shared_trunk": Expect(bool),
+}
+# type and range of every config.json key
+SPEC_FIELDS: dict[str, Expect] = {
+    **NETWORK_FIELDS,
     "obs_shape": Expect(int, min=1, many=True),
     "act_shape": Expect(int, min=1, many=True),
     "obs_mean": Expect(float, many=True),

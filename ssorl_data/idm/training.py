@@ -26,6 +26,7 @@ from ssorl_data.errors import IdmExistsError, SplitError
 from ssorl_data.expect import Expect, check_fields
 from ssorl_data.idm.checkpoint import (
     CONFIG,
+    NETWORK_FIELDS,
     PROVENANCE,
     WEIGHTS,
     Idm,
@@ -69,11 +70,7 @@ class IdmTrainConfig:
 # type and range of every IdmTrainConfig field: checked on construction, and the limits of
 # `ssorl idm train`'s options and of a pipeline's [idm] section
 IDM_FIELDS: dict[str, Expect] = {
-    "k": Expect(int, min=0),
-    "hidden": Expect(int, min=1, many=True),
-    "members": Expect(int, min=1),
-    "dropout": Expect(float, min=0, max=1, max_open=True),
-    "shared_trunk": Expect(bool),
+    **NETWORK_FIELDS,
     "lr": Expect(float, min=0, min_open=True),
     "batch_size": Expect(int, min=1),
     "max_steps": Expect(int, min=1),

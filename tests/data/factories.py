@@ -196,3 +196,27 @@ def write_minari_hopper(
     return minari.create_dataset_from_buffers(
         dataset_id, buffers, env="Hopper-v5", algorithm_name="synthetic", data_format=data_format
     )
+
+
+def hopper_shaped_store(
+    path: Path, n_steps: int = 40, ends: tuple[int, ...] = (14, 29), chunk_steps: int | None = None
+) -> Path:
+    """A tiny store with Hopper-v5's spaces (random data: the point is the plumbing); episodes
+    end at the steps in `ends` and at the end of the data."""
+    from ssorl_data.io.flat import from_arrays
+    from ssorl_data.io.importing import import_dataset
+
+    rng = np.random.default_rng(0)
+    terminals = np.zeros(n_steps, bool)
+    terminals[list(ends)] = True
+    arrays = {
+        "observations": rng.normal(size=(n_steps, 11)).astype(np.float32),
+        "next_observations": rng.normal(size=(n_steps, 11)).astype(np.float32),
+        "actions": rng.uniform(-1, 1, size=(n_steps, 3)).astype(np.float32),
+        "rewards": rng.normal(size=n_steps).astype(np.float32),
+        "terminals": terminals,
+        "timeouts": np.zeros(n_steps, bool),
+    }
+    sizes = {} if chunk_steps is None else {"chunk_steps": chunk_steps}
+    import_dataset(from_arrays(arrays, env_id="Hopper-v5"), path, progress=False, **sizes)
+    return path

@@ -18,13 +18,11 @@ from click.testing import CliRunner
 
 from ssorl_data.errors import CorruptChunkError, MissingChunkError, StoreFormatError
 from ssorl_data.info import store_info
-from ssorl_data.io.flat import from_arrays
-from ssorl_data.io.importing import import_dataset
 from ssorl_data.store import TrajectoryStore
 from ssorl_data.verify import verify_store
 from ssorl_train.cli.main import cli
 from ssorl_train.dataset import load_training_data
-from tests.data.factories import make_store, random_batch, random_episode
+from tests.data.factories import hopper_shaped_store, make_store, random_batch, random_episode
 
 CHUNK = 16
 LENGTHS = (40, 30, 50)  # 120 steps: 8 step chunks, 123 observation rows: 8 chunks
@@ -202,21 +200,7 @@ def test_a_relabel_chunk_not_done_yet_may_be_absent(tmp_path):
 
 def _hopper_store(path: Path) -> Path:
     """A store with Hopper-v5's spaces and 16-step chunks (random data)."""
-    rng = np.random.default_rng(0)
-    n = 60
-    terminals = np.zeros(n, bool)
-    terminals[[19, 44]] = True
-    arrays = {
-        "observations": rng.normal(size=(n, 11)).astype(np.float32),
-        "next_observations": rng.normal(size=(n, 11)).astype(np.float32),
-        "actions": rng.uniform(-1, 1, size=(n, 3)).astype(np.float32),
-        "rewards": rng.normal(size=n).astype(np.float32),
-        "terminals": terminals,
-        "timeouts": np.zeros(n, bool),
-    }
-    source = from_arrays(arrays, env_id="Hopper-v5")
-    import_dataset(source, path, chunk_steps=CHUNK, progress=False)
-    return path
+    return hopper_shaped_store(path, n_steps=60, ends=(19, 44), chunk_steps=CHUNK)
 
 
 def _train(store: Path, out: Path) -> list[str]:

@@ -4,30 +4,15 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 from click.testing import CliRunner
 
-from ssorl_data.io.flat import from_arrays
-from ssorl_data.io.importing import import_dataset
 from ssorl_train.cli.main import cli
 from ssorl_train.errors import CheckpointError
+from tests.data.factories import hopper_shaped_store
 
 
 def _hopper_store(path) -> None:
-    """A tiny store with Hopper-v5's spaces (random data: the point is the plumbing)."""
-    rng = np.random.default_rng(0)
-    n = 40
-    terminals = np.zeros(n, bool)
-    terminals[[14, 29]] = True
-    arrays = {
-        "observations": rng.normal(size=(n, 11)).astype(np.float32),
-        "next_observations": rng.normal(size=(n, 11)).astype(np.float32),
-        "actions": rng.uniform(-1, 1, size=(n, 3)).astype(np.float32),
-        "rewards": rng.normal(size=n).astype(np.float32),
-        "terminals": terminals,
-        "timeouts": np.zeros(n, bool),
-    }
-    import_dataset(from_arrays(arrays, env_id="Hopper-v5"), path, progress=False)
+    hopper_shaped_store(path)
 
 
 def test_help_explains_modes_and_resume() -> None:
