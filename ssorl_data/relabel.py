@@ -32,7 +32,9 @@ from tqdm.auto import tqdm
 from ssorl_data import __version__, layout
 from ssorl_data.errors import InvalidArgumentError, RelabelExistsError, SchedulerUnreachableError
 from ssorl_data.idm.checkpoint import Idm, checkpoint_hash, load_idm
-from ssorl_data.idm.evaluate import GroupStats, episode_groups, predict_windows
+from ssorl_data.idm.evaluate import GroupStats, episode_groups, predict_windows, ranking_summary
+from ssorl_data.idm.model import DEFAULT_UNCERTAINTY, LEGACY_UNCERTAINTY, check_uncertainty
+from ssorl_data.idm.ranking import RankingSample, step_errors
 from ssorl_data.idm.windows import RangeWindows
 from ssorl_data.store import RelabelRun, TrajectoryStore, open_relabel_for_worker
 from ssorl_data.store.relabels import extend_relabel
@@ -73,6 +75,7 @@ def relabel(
     dask_address: str | None = None,
     workers: int | None = None,
     progress: bool = True,
+    uncertainty: str | None = None,
 ) -> RelabelResult:
     """Relabel every step of the store with the IDM checkpoint at `idm_dir` into run `name`.
 
@@ -83,12 +86,15 @@ def relabel(
     `split` (default: the IDM's training split) only groups the metrics. Give
     `dask_address` (a scheduler) or `workers` (a local cluster of that many
     processes) to run on dask.distributed; otherwise it runs in this process.
+    `uncertainty` names the definition of the stored uncertainty column (default
+    `DEFAULT_UNCERTAINTY` for a new run, the run's own for one resumed or extended).
     """
     idm = load_idm(idm_dir, device)
     with TrajectoryStore.open(store_path, mode="a") as store:
         return relabel_store(
             store, idm, name, split=split, overwrite=overwrite, batch_size=batch_size,
             dask_address=dask_address, workers=workers, progress=progress,
+            uncertainty=uncertainty,
         )  # fmt: skip
 
 
@@ -103,6 +109,7 @@ def relabel_store(
     dask_address: str | None = None,
     workers: int | None = None,
     progress: bool = True,
+    uncertainty: str | None = None,
 ) -> RelabelResult:
     """`relabel` on an open store (mode "a") with a loaded IDM."""
     started = time.perf_counter()
@@ -111,6 +118,8 @@ def relabel_store(
             "Expected one of dask_address (--dask) and workers (--workers). Got both: drop "
             "--workers to use the scheduler, or --dask to start a local cluster."
         )
+    if uncertainty is not None:
+        check_uncertainty(uncertainty)
     if dask_address is not None:
         check_scheduler(dask_address)  # before the run is created: nothing half-made
     idm.check_store(store)
@@ -120,7 +129,8 @@ def relabel_store(
             split = None  # an IDM trained on another store: its split does not exist here
     existing = name in store.list_relabels() and not overwrite
     covered = store.relabel_run(name).n_steps if existing else None
-    run = _prepare_run(store, idm, name, split, overwrite)
+    run = _prepare_run(store, idm, name, split, overwrite, uncertainty)
+    definition = run.attrs.get("uncertainty", LEGACY_UNCERTAINTY)
     extended_from = covered if covered is not None and covered < run.n_steps else None
     pending = np.flatnonzero(~run.done())
     resumed = run.n_chunks - pending.size
@@ -132,11 +142,11 @@ def relabel_store(
     if dask_address is not None or workers is not None:
         if idm.checkpoint is None:
             raise ValueError("Expected an IDM loaded from a checkpoint directory for Dask workers.")
-        _run_on_dask(store, idm, name, pending, batch_size, dask_address, workers, bar)
+        _run_on_dask(store, idm, name, pending, batch_size, dask_address, workers, bar, definition)
     else:
-        relabel_chunks(store, run, idm, pending, batch_size, bar.update)
+        relabel_chunks(store, run, idm, pending, batch_size, bar.update, definition)
     bar.close()
-    metrics = relabel_metrics(store, run, split)
+    metrics = relabel_metrics(store, run, split, idm)
     store.complete_relabel(name, metrics)
     return RelabelResult(
         name, run.n_steps, int(pending.size), int(resumed), time.perf_counter() - started,
@@ -145,10 +155,16 @@ def relabel_store(
 
 
 def _prepare_run(
-    store: TrajectoryStore, idm: Idm, name: str, split: str | None, overwrite: bool
+    store: TrajectoryStore,
+    idm: Idm,
+    name: str,
+    split: str | None,
+    overwrite: bool,
+    uncertainty: str | None,
 ) -> RelabelRun:
-    """The run to fill: new; or one made by the same IDM, resumed where it is partial and
-    extended over the steps appended since it was made (`extend_relabel`)."""
+    """The run to fill: new; or one made by the same IDM with the same uncertainty
+    definition, resumed where it is partial and extended over the steps appended since it
+    was made (`extend_relabel`)."""
     idm_hash = checkpoint_hash(idm.checkpoint) if idm.checkpoint else None
     if name in store.list_relabels() and not overwrite:
         run = store.relabel_run(name)
@@ -167,6 +183,13 @@ def _prepare_run(
                 f"{store.n_steps}); it cannot be resumed or extended. Pass overwrite=True "
                 "(--overwrite) to replace it, or choose another name."
             )
+        made_with = attrs.get("uncertainty", LEGACY_UNCERTAINTY)
+        if uncertainty is not None and uncertainty != made_with:
+            raise RelabelExistsError(
+                f"{run.where}: the run's uncertainty column holds {made_with!r}, not "
+                f"{uncertainty!r}; it cannot be resumed or extended with another definition. "
+                "Pass overwrite=True (--overwrite) to replace it, or choose another name."
+            )
         return extend_relabel(store, name) if stale else run
     provenance = {
         "idm_checkpoint": str(Path(idm.checkpoint).resolve()) if idm.checkpoint else None,
@@ -175,6 +198,9 @@ def _prepare_run(
         "idm_provenance": {key: idm.provenance.get(key) for key in IDM_PROVENANCE_KEYS},
         "split": split,
         "k": idm.spec.k,
+        # what the uncertainty column means (ssorl_data.idm.model.UNCERTAINTY_DEFINITIONS);
+        # runs without this key hold LEGACY_UNCERTAINTY
+        "uncertainty": uncertainty or DEFAULT_UNCERTAINTY,
         "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "package_version": __version__,
     }
@@ -188,6 +214,7 @@ def relabel_chunks(
     chunks: np.ndarray,
     batch_size: int = DEFAULT_BATCH_SIZE,
     on_steps=None,
+    uncertainty: str = DEFAULT_UNCERTAINTY,
 ) -> None:
     """Compute and write the given chunks of `run`, reading the next chunk and writing the
     last one in background threads while the ensemble runs."""
@@ -209,23 +236,33 @@ def relabel_chunks(
                 next_rows = reader.submit(read, int(chunks[position + 1]))
             start, stop = run.chunk_range(index)
             windows, _ = builder.build(rows, start, stop)
-            actions, uncertainty, _ = predict_windows(idm, windows, batch_size)
+            actions, spread, _ = predict_windows(idm, windows, batch_size, None, uncertainty)
             if written is not None:
                 written.result()
-            written = writer.submit(run.write_chunk, index, actions, uncertainty)
+            written = writer.submit(run.write_chunk, index, actions, spread)
             if on_steps is not None:
                 on_steps(stop - start)
         written.result()
 
 
-def relabel_metrics(store: TrajectoryStore, run: RelabelRun, split: str | None) -> dict[str, Any]:
-    """Proxy-action MSE against recorded actions, mean uncertainty, by episode group."""
+def relabel_metrics(
+    store: TrajectoryStore, run: RelabelRun, split: str | None, idm: Idm | None = None
+) -> dict[str, Any]:
+    """Proxy-action MSE against recorded actions, mean uncertainty and how well it ranks
+    errors (`ssorl_data.idm.ranking`), by episode group; with the run's `idm` trained on
+    this store, also on the IDM's held-out `val` episodes."""
     visible = store.read_split(split).visible if split else None
     table = store.episode_table()
+    held_out = None
+    if idm is not None and idm.provenance.get("store") == str(store.path.resolve()):
+        held_out = np.asarray(idm.provenance.get("val_episodes", []), np.int64)
     # "recorded": every step with a recorded action, whatever its episode.
     groups = {"recorded": np.ones(table.n_episodes, bool)}
-    groups |= episode_groups(store, visible, None)
+    groups |= episode_groups(store, visible, held_out)
     stats = {name: GroupStats() for name in groups}
+    samples = {name: RankingSample(int(table.lengths[c].sum())) for name, c in groups.items()}
+    low = np.asarray(run.attrs["idm_config"]["action_low"], np.float64)
+    half = (np.asarray(run.attrs["idm_config"]["action_high"], np.float64) - low) / 2
     all_uncertainty = GroupStats()
     for start in range(0, run.n_steps, run.chunk_steps):
         stop = min(start + run.chunk_steps, run.n_steps)
@@ -234,6 +271,7 @@ def relabel_metrics(store: TrajectoryStore, run: RelabelRun, split: str | None) 
         mask = store.read_steps("action_mask", start, stop)
         recorded = store.read_steps("actions", start, stop)
         episodes = table.episode_of_step(start, stop)
+        steps = np.arange(start, stop)
         all_uncertainty.uncertainty += float(uncertainty.astype(np.float64).sum())
         for name, chosen in groups.items():
             keep = mask & chosen[episodes]
@@ -241,11 +279,15 @@ def relabel_metrics(store: TrajectoryStore, run: RelabelRun, split: str | None) 
                 stats[name].add(
                     actions[keep], recorded[keep], uncertainty[keep], None, episodes[keep]
                 )
+                error = step_errors(actions[keep], recorded[keep], half)
+                samples[name].add(steps[keep], uncertainty[keep], error)
     metrics: dict[str, Any] = {
-        "uncertainty_mean": all_uncertainty.uncertainty / max(1, run.n_steps)
+        "uncertainty_mean": all_uncertainty.uncertainty / max(1, run.n_steps),
+        "uncertainty_definition": run.attrs.get("uncertainty", LEGACY_UNCERTAINTY),
     }
     for name, group in stats.items():
         metrics |= {f"{name}_{key}": v for key, v in group.summary(with_nll=False).items()}
+        metrics |= ranking_summary(name, samples[name], (metrics["uncertainty_definition"],))
     return metrics
 
 
@@ -277,7 +319,7 @@ def check_scheduler(address: str, timeout: float = SCHEDULER_TIMEOUT_S) -> None:
         ) from None
 
 
-def _run_on_dask(store, idm, name, pending, batch_size, address, workers, bar) -> None:
+def _run_on_dask(store, idm, name, pending, batch_size, address, workers, bar, uncertainty):
     """Submit ranges of pending chunks as tasks; each worker reads its chunks plus halo and
     writes only its own chunks."""
     from distributed import Client, LocalCluster, as_completed
@@ -304,6 +346,7 @@ def _run_on_dask(store, idm, name, pending, batch_size, address, workers, bar) -
                     name,
                     chunk_list.tolist(),
                     batch_size,
+                    uncertainty,
                     pure=False,
                 )  # fmt: skip
                 for chunk_list in tasks
@@ -316,7 +359,13 @@ def _run_on_dask(store, idm, name, pending, batch_size, address, workers, bar) -
 
 
 def _dask_task(
-    store_path: str, idm_dir: str, idm_hash: str, name: str, chunks: list[int], batch_size: int
+    store_path: str,
+    idm_dir: str,
+    idm_hash: str,
+    name: str,
+    chunks: list[int],
+    batch_size: int,
+    uncertainty: str = DEFAULT_UNCERTAINTY,
 ) -> int:
     """One Dask task: relabel `chunks` of run `name`; returns the number of steps written."""
     idm = _worker_idm(idm_dir, idm_hash)
@@ -324,7 +373,7 @@ def _dask_task(
     done = run.done()
     todo = np.array([c for c in chunks if not done[c]], dtype=np.int64)
     with TrajectoryStore.open(store_path) as store:  # read-only: the coordinator holds the lock
-        relabel_chunks(store, run, idm, todo, batch_size)
+        relabel_chunks(store, run, idm, todo, batch_size, uncertainty=uncertainty)
     return sum(run.chunk_range(c)[1] - run.chunk_range(c)[0] for c in chunks)
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from ssorl_data.cli.options import click_type, int_list, set_threads, threads_option
+from ssorl_data.idm.model import DEFAULT_UNCERTAINTY, UNCERTAINTY_DEFINITIONS
 from ssorl_data.idm.training import IDM_FIELDS
 
 
@@ -82,13 +83,27 @@ def train(store, split, out, k, hidden, members, dropout, shared_trunk, lr, batc
               help="Checkpoint directory.")  # fmt: skip
 @click.option("--split", help="Split whose hidden episodes to score (default: the IDM's).")
 @click.option("--device", default="cpu", show_default=True)
+@click.option("--uncertainty", type=click.Choice(UNCERTAINTY_DEFINITIONS),
+              default=DEFAULT_UNCERTAINTY, show_default=True,
+              help="Uncertainty definition: epistemic (members' disagreement) or total "
+                   "(mixture variance), aggregated over action dims by mean or max.")  # fmt: skip
+@click.option("--compare-uncertainty", is_flag=True,
+              help="Also rank errors by every other definition (keys suffixed by "
+                   "its name).")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def eval_command(store, idm_dir, split, device, as_json) -> None:
+def eval_command(store, idm_dir, split, device, uncertainty, compare_uncertainty,
+                 as_json) -> None:  # fmt: skip
     """NLL, action MSE and uncertainty of the IDM on held-out and hidden episodes of STORE.
 
+    \b
     Groups: val (held-out labelled episodes), hidden (recorded actions the split
     hides), hidden_inside / hidden_outside (return inside / outside the visible
-    episodes' range). Python API: ssorl_data.idm.evaluate.evaluate_idm.
+    episodes' range). *_uncertainty_auroc: how often a step among the group's worst
+    10% of errors has higher uncertainty than one outside them (0.5: chance, 1:
+    always); *_uncertainty_spearman: rank correlation of uncertainty with error
+    (error: squared, averaged over action dims, in the [-1, 1] action scale). The
+    val figures are the check available without hidden actions.
+    Python API: ssorl_data.idm.evaluate.evaluate_idm.
     """
     from ssorl_data.idm.checkpoint import load_idm
     from ssorl_data.idm.evaluate import evaluate_idm
@@ -96,9 +111,11 @@ def eval_command(store, idm_dir, split, device, as_json) -> None:
 
     model = load_idm(idm_dir, device)
     with TrajectoryStore.open(store) as opened:
-        result = evaluate_idm(model, opened, split)
+        result = evaluate_idm(
+            model, opened, split, uncertainty=uncertainty, compare_uncertainty=compare_uncertainty
+        )
     if as_json:
         click.echo(json.dumps(result, indent=1))
         return
     for key, value in result.items():
-        click.echo(f"{key:<32} {value:.6g}" if isinstance(value, float) else f"{key:<32} {value}")
+        click.echo(f"{key:<40} {value:.6g}" if isinstance(value, float) else f"{key:<40} {value}")

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from ssorl_data.cli.options import set_threads, threads_option
+from ssorl_data.idm.model import DEFAULT_UNCERTAINTY, UNCERTAINTY_DEFINITIONS
 
 
 @click.command()
@@ -22,10 +23,13 @@ from ssorl_data.cli.options import set_threads, threads_option
 @click.option("--dask", "dask_address", help="Address of a dask.distributed scheduler.")
 @click.option("--workers", type=click.IntRange(min=1),
               help="Run on a local dask.distributed cluster of N worker processes.")  # fmt: skip
+@click.option("--uncertainty", type=click.Choice(UNCERTAINTY_DEFINITIONS),
+              help=f"Definition of the uncertainty column (new run: {DEFAULT_UNCERTAINTY}; "
+                   "a resumed or extended run keeps its own).")  # fmt: skip
 @threads_option()
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def relabel(store, idm_dir, name, split, overwrite, batch_size, device, dask_address, workers,
-            threads, quiet) -> None:  # fmt: skip
+            uncertainty, threads, quiet) -> None:  # fmt: skip
     """Write proxy actions and uncertainty for every step of STORE to relabels/NAME.
 
     Streams the store chunk by chunk; killed and run again, it resumes from the
@@ -41,6 +45,7 @@ def relabel(store, idm_dir, name, split, overwrite, batch_size, device, dask_add
     result = run_relabel(
         store, idm_dir, name, split=split, overwrite=overwrite, batch_size=batch_size,
         device=device, dask_address=dask_address, workers=workers, progress=not quiet,
+        uncertainty=uncertainty,
     )  # fmt: skip
     m = result.metrics
     if result.extended_from is not None:
@@ -55,4 +60,10 @@ def relabel(store, idm_dir, name, split, overwrite, batch_size, device, dask_add
         click.echo(
             f"hidden episodes: action MSE {m['hidden_mse']:.4g} (action variance "
             f"{m['hidden_action_variance']:.4g}), mean uncertainty {m['hidden_uncertainty']:.4g}"
+        )
+    if m.get("val_uncertainty_auroc") is not None:
+        click.echo(
+            f"IDM's held-out episodes: uncertainty AUROC for the worst 10% of errors "
+            f"{m['val_uncertainty_auroc']:.3f}, Spearman {m['val_uncertainty_spearman']:.3f} "
+            f"({m['uncertainty_definition']})"
         )

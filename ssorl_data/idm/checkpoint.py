@@ -26,7 +26,12 @@ from torch import Tensor
 
 from ssorl_data.errors import IdmCheckpointError, SpaceMismatchError
 from ssorl_data.expect import Expect
-from ssorl_data.idm.model import IdmEnsemble, squashed_nll
+from ssorl_data.idm.model import (
+    DEFAULT_UNCERTAINTY,
+    IdmEnsemble,
+    squashed_nll,
+    uncertainties,
+)
 from ssorl_data.store import TrajectoryStore
 
 WEIGHTS, CONFIG, PROVENANCE = "model.safetensors", "config.json", "provenance.json"
@@ -154,25 +159,29 @@ class Idm:
         return self
 
     def predict(
-        self, windows: Tensor, actions: Tensor | None = None
+        self,
+        windows: Tensor,
+        actions: Tensor | None = None,
+        uncertainty: str | tuple[str, ...] = DEFAULT_UNCERTAINTY,
     ) -> tuple[Tensor, Tensor, Tensor | None]:
         """windows [B, k+2, D] normalised -> (actions [B, A], uncertainty [B], nll [B] | None).
 
-        The action is the members' mean of tanh(mean); the uncertainty is the
-        variance of the members' actions across the ensemble (in action units),
-        averaged over action dimensions: it grows where the members disagree.
+        The action is the members' mean of tanh(mean). The uncertainty follows the named
+        definition (`ssorl_data.idm.model.UNCERTAINTY_DEFINITIONS`, in squared action
+        units); given a tuple of names it is [B, len(names)], one column each.
         Given recorded `actions` [B, A], also their NLL, averaged over members.
         Call under torch.inference_mode().
         """
         mean, log_std = self.network(windows.flatten(1))
         member_actions = torch.tanh(mean) * self.action_half + self.action_mid  # [M, B, A]
         predicted = member_actions.mean(0)
-        uncertainty = member_actions.var(0, correction=0).mean(-1)
+        names = (uncertainty,) if isinstance(uncertainty, str) else uncertainty
+        spread = uncertainties(mean, log_std, self.action_half, names)
         nll = None
         if actions is not None:
             scaled = (actions.flatten(1) - self.action_mid) / self.action_half
             nll = squashed_nll(mean, log_std, scaled).mean(0)
-        return predicted, uncertainty, nll
+        return predicted, spread[:, 0] if isinstance(uncertainty, str) else spread, nll
 
     def check_store(self, store: TrajectoryStore) -> None:
         """Refuse a store whose observation or action space differs from the training store's."""

@@ -3,7 +3,9 @@
 Hidden episodes (recorded actions the split does not show) are grouped by
 whether their return lies inside the visible episodes' return range: the IDM
 saw that kind of behaviour, or it did not. The store is streamed chunk by chunk
-through the same windows and forward pass as relabelling.
+through the same windows and forward pass as relabelling. Each group also reports
+how well uncertainty ranks the errors (`ssorl_data.idm.ranking`): on the held-out
+`val` episodes this is the check a user without hidden actions has.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import numpy as np
 import torch
 
 from ssorl_data.idm.checkpoint import Idm
+from ssorl_data.idm.model import DEFAULT_UNCERTAINTY, UNCERTAINTY_DEFINITIONS
+from ssorl_data.idm.ranking import RankingSample, step_errors
 from ssorl_data.idm.windows import RangeWindows
 from ssorl_data.store import TrajectoryStore
 
@@ -86,10 +90,31 @@ def episode_groups(
     return groups
 
 
+def ranking_summary(
+    name: str, sample: RankingSample, definitions: tuple[str, ...]
+) -> dict[str, float | None]:
+    """`{name}_uncertainty_auroc` / `_spearman` of the first definition; with more than one,
+    the same keys suffixed by each definition (`..._auroc_total_max`) as well."""
+    found = sample.metrics()
+    out = {f"{name}_uncertainty_auroc": found[0]["auroc_worst"],
+           f"{name}_uncertainty_spearman": found[0]["spearman"]}  # fmt: skip
+    if len(definitions) > 1:
+        for definition, metrics in zip(definitions, found, strict=True):
+            suffix = definition.replace("-", "_")
+            out[f"{name}_uncertainty_auroc_{suffix}"] = metrics["auroc_worst"]
+            out[f"{name}_uncertainty_spearman_{suffix}"] = metrics["spearman"]
+    return out
+
+
 def iter_chunk_predictions(
-    store: TrajectoryStore, idm: Idm, batch_size: int = 8192, with_nll: bool = False
+    store: TrajectoryStore,
+    idm: Idm,
+    batch_size: int = 8192,
+    with_nll: bool = False,
+    uncertainty: str | tuple[str, ...] = DEFAULT_UNCERTAINTY,
 ) -> Iterator[tuple[int, int, np.ndarray, np.ndarray, np.ndarray | None]]:
-    """(start, stop, actions [n, A], uncertainty [n], nll [n] | None) for each store chunk."""
+    """(start, stop, actions [n, A], uncertainty [n] (or [n, len(uncertainty)] for a tuple of
+    definitions), nll [n] | None) for each store chunk."""
     table = store.episode_table()
     builder = RangeWindows(
         table, idm.spec.k, idm.mean, idm.std, store.chunk_steps, idm.spec.obs_dim
@@ -100,23 +125,29 @@ def iter_chunk_predictions(
         recorded = None
         if with_nll:
             recorded = np.nan_to_num(store.read_steps("actions", start, stop))
-        yield start, stop, *predict_windows(idm, windows, batch_size, recorded)
+        yield start, stop, *predict_windows(idm, windows, batch_size, recorded, uncertainty)
 
 
 @torch.inference_mode()
 def predict_windows(
-    idm: Idm, windows: torch.Tensor, batch_size: int, recorded: np.ndarray | None = None
+    idm: Idm,
+    windows: torch.Tensor,
+    batch_size: int,
+    recorded: np.ndarray | None = None,
+    definition: str | tuple[str, ...] = DEFAULT_UNCERTAINTY,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """Run the ensemble over `windows` in fixed batches (so results never depend on history)."""
+    """Run the ensemble over `windows` in fixed batches (so results never depend on history).
+    Uncertainty is [n] for one `definition`, [n, len(definition)] for a tuple of them."""
     n = windows.shape[0]
     actions = np.empty((n, *idm.spec.act_shape), np.float32)
-    uncertainty = np.empty(n, np.float32)
+    shape = (n,) if isinstance(definition, str) else (n, len(definition))
+    uncertainty = np.empty(shape, np.float32)
     nll = None if recorded is None else np.empty(n, np.float32)
     device = idm.device
     for lo in range(0, n, batch_size):
         hi = min(lo + batch_size, n)
         target = None if recorded is None else torch.from_numpy(recorded[lo:hi]).to(device)
-        a, u, ll = idm.predict(windows[lo:hi].to(device, non_blocking=True), target)
+        a, u, ll = idm.predict(windows[lo:hi].to(device, non_blocking=True), target, definition)
         actions[lo:hi] = a.reshape(hi - lo, *idm.spec.act_shape).cpu().numpy()
         uncertainty[lo:hi] = u.cpu().numpy()
         if nll is not None:
@@ -125,32 +156,55 @@ def predict_windows(
 
 
 def evaluate_idm(
-    idm: Idm, store: TrajectoryStore, split: str | None = None, batch_size: int = 8192
-) -> dict[str, float | int | None]:
-    """NLL, action MSE, action variance and mean uncertainty per episode group, flattened
-    to keys such as `val_nll`, `hidden_mse`, `hidden_action_variance`,
-    `hidden_outside_uncertainty`. `split` defaults to the one the IDM was trained on."""
+    idm: Idm,
+    store: TrajectoryStore,
+    split: str | None = None,
+    batch_size: int = 8192,
+    uncertainty: str = DEFAULT_UNCERTAINTY,
+    compare_uncertainty: bool = False,
+) -> dict[str, float | int | str | None]:
+    """NLL, action MSE, action variance, mean uncertainty and how well uncertainty ranks
+    errors per episode group, flattened to keys such as `val_nll`, `hidden_mse`,
+    `hidden_action_variance`, `hidden_outside_uncertainty`, `val_uncertainty_auroc` (for the
+    worst 10% of errors) and `val_uncertainty_spearman`. `split` defaults to the one the
+    IDM was trained on. `uncertainty` names the definition; `compare_uncertainty` adds the
+    ranking keys of every definition, suffixed by its name."""
     idm.check_store(store)
     split = split or idm.provenance.get("split")
     visible = store.read_split(split).visible if split else None
     same_store = idm.provenance.get("store") == str(store.path.resolve())
     held_out = np.asarray(idm.provenance.get("val_episodes", []), np.int64) if same_store else None
     groups = episode_groups(store, visible, held_out)
-    stats = {name: GroupStats() for name in groups}
     table = store.episode_table()
-    for start, stop, actions, uncertainty, nll in iter_chunk_predictions(
-        store, idm, batch_size, with_nll=True
+    definitions = (uncertainty,)
+    if compare_uncertainty:
+        definitions += tuple(d for d in UNCERTAINTY_DEFINITIONS if d != uncertainty)
+    stats = {name: GroupStats() for name in groups}
+    samples = {
+        name: RankingSample(int(table.lengths[chosen].sum()), len(definitions))
+        for name, chosen in groups.items()
+    }
+    half = idm.action_half.cpu().numpy().astype(np.float64)
+    for start, stop, actions, spread, nll in iter_chunk_predictions(
+        store, idm, batch_size, with_nll=True, uncertainty=definitions
     ):
         mask = store.read_steps("action_mask", start, stop)
         recorded = store.read_steps("actions", start, stop)
         episodes = table.episode_of_step(start, stop)
+        steps = np.arange(start, stop)
         for name, chosen in groups.items():
             keep = mask & chosen[episodes]
             if keep.any():
                 stats[name].add(
-                    actions[keep], recorded[keep], uncertainty[keep], nll[keep], episodes[keep]
+                    actions[keep], recorded[keep], spread[keep, 0], nll[keep], episodes[keep]
                 )
-    result: dict[str, float | int | None] = {"split": split}  # type: ignore[dict-item]
+                error = step_errors(actions[keep], recorded[keep], half)
+                samples[name].add(steps[keep], spread[keep], error)
+    result: dict[str, float | int | str | None] = {
+        "split": split,
+        "uncertainty_definition": uncertainty,
+    }
     for name, group in stats.items():
         result |= {f"{name}_{key}": v for key, v in group.summary(with_nll=True).items()}
+        result |= ranking_summary(name, samples[name], definitions)
     return result

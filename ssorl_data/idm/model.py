@@ -11,10 +11,22 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ssorl_data.errors import InvalidArgumentError
+
 LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
+# How a step's uncertainty is read off the ensemble: which variance, and how the action
+# dimensions are aggregated. "epistemic" is the variance of the members' actions (their
+# disagreement); "total" is the variance of the members' mixture (the members' own variances
+# plus their disagreement), the literature's usual choice. Runs made before the choice
+# existed hold LEGACY_UNCERTAINTY.
+UNCERTAINTY_DEFINITIONS = ("epistemic-mean", "epistemic-max", "total-mean", "total-max")
+LEGACY_UNCERTAINTY = "epistemic-mean"
+DEFAULT_UNCERTAINTY = "epistemic-mean"
+_QUADRATURE_NODES = 32  # for the moments of tanh(N(mean, std)) (see _tanh_moments)
 # Recorded actions on the bounds would have infinite atanh; they are pulled in by this much.
 SQUASH_EPS = 1e-4
 
@@ -80,3 +92,52 @@ def squashed_nll(mean: Tensor, log_std: Tensor, action: Tensor) -> Tensor:
     log_prob = -0.5 * z.square() - log_std - 0.5 * math.log(2 * math.pi)
     log_prob = log_prob - torch.log1p(-a.square())  # change of variables through tanh
     return -log_prob.sum(-1)
+
+
+def check_uncertainty(definition: str) -> str:
+    """`definition`, or InvalidArgumentError naming the known ones."""
+    if definition not in UNCERTAINTY_DEFINITIONS:
+        raise InvalidArgumentError(
+            f"Unknown uncertainty definition {definition!r}. Expected one of "
+            f"{', '.join(UNCERTAINTY_DEFINITIONS)}."
+        )
+    return definition
+
+
+def _tanh_moments(mean: Tensor, log_std: Tensor) -> tuple[Tensor, Tensor]:
+    """E[tanh(u)] and Var[tanh(u)] for u ~ N(mean, exp(log_std)^2), elementwise.
+
+    Gauss-Legendre quadrature over the normal's quantiles: tanh is bounded, so this stays
+    within about 1e-3 of Monte Carlo up to the largest std (e^2), where Gauss-Hermite
+    (polynomial in u) is off by 0.1 and the delta method by more.
+    """
+    nodes, weights = np.polynomial.legendre.leggauss(_QUADRATURE_NODES)
+    quantiles = torch.special.ndtri(torch.as_tensor((nodes + 1) / 2, dtype=torch.float64))
+    x = quantiles.to(mean.device, mean.dtype)
+    w = torch.as_tensor(weights / 2, dtype=mean.dtype, device=mean.device)
+    values = torch.tanh(mean.unsqueeze(-1) + torch.exp(log_std).unsqueeze(-1) * x)
+    first = (values * w).sum(-1)
+    second = (values.square() * w).sum(-1)
+    return first, (second - first.square()).clamp_min(0.0)
+
+
+def uncertainties(
+    mean: Tensor, log_std: Tensor, action_half: Tensor, definitions: tuple[str, ...]
+) -> Tensor:
+    """Per-member Gaussian parameters [M, B, A] (pre-tanh) -> uncertainty [B, len(definitions)]
+    in action units (squared), one column per name of UNCERTAINTY_DEFINITIONS."""
+    for definition in definitions:
+        check_uncertainty(definition)
+    scale = action_half.square()
+    per_dim: dict[str, Tensor] = {}
+    if any(d.startswith("epistemic") for d in definitions):
+        per_dim["epistemic"] = torch.tanh(mean).var(0, correction=0) * scale
+    if any(d.startswith("total") for d in definitions):
+        first, variance = _tanh_moments(mean, log_std)
+        per_dim["total"] = (variance.mean(0) + first.var(0, correction=0)) * scale
+    columns = []
+    for definition in definitions:
+        kind, aggregate = definition.split("-")
+        values = per_dim[kind]
+        columns.append(values.mean(-1) if aggregate == "mean" else values.amax(-1))
+    return torch.stack(columns, dim=-1)
