@@ -37,11 +37,12 @@ from benchmarks.common import CORPUS, best_of_interleaved, write_results
 from ssorl_data.idm import Idm, IdmSpec, load_idm
 from ssorl_data.idm.checkpoint import build_network
 from ssorl_data.idm.evaluate import predict_windows
-from ssorl_data.idm.training import IdmTrainConfig, observation_stats
+from ssorl_data.idm.training import IdmTrainConfig
 from ssorl_data.idm.windows import RangeWindows
 from ssorl_data.io.importing import import_dataset
 from ssorl_data.relabel import DEFAULT_BATCH_SIZE, relabel_chunks, relabel_store
 from ssorl_data.store import TrajectoryStore
+from ssorl_data.streaming_stats import observation_stats
 
 FILES = ["random", "medium", "medium-replay", "expert"]
 

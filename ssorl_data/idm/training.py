@@ -3,8 +3,10 @@
 Defaults follow the semi-supervised offline RL literature (window k = 1, two
 hidden layers of 1024, dropout 0.1, Adam lr 1e-4, batch 1024, 5 members).
 Validation holds out 10% of the visible episodes; early stopping restores the
-weights of the best validation NLL. The whole store is read into RAM once
-(observations and actions: about 60 bytes per step for Hopper).
+weights of the best validation NLL. Only the visible episodes' rows are held
+(`labelled.read_labelled`); the observation statistics are streamed over every row of
+the store one chunk at a time (`streaming_stats`), so memory is the labelled rows
+plus a chunk, whatever the store's size.
 """
 
 from __future__ import annotations
@@ -35,11 +37,13 @@ from ssorl_data.idm.checkpoint import (
     is_complete,
     save_idm,
 )
+from ssorl_data.idm.labelled import read_labelled
 from ssorl_data.idm.model import squashed_nll
 from ssorl_data.sampler import IdmWindowSampler
 from ssorl_data.staleness import check_split_fresh, split_identity, store_identity
 from ssorl_data.store import TrajectoryStore
 from ssorl_data.store.lock import DirectoryLock
+from ssorl_data.streaming_stats import store_observation_stats
 
 
 @dataclass(frozen=True)
@@ -90,10 +94,17 @@ class TrainResult:
     seconds: float
 
 
-def observation_stats(observations: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-dimension mean and std [D] of all observation rows (std floored at 1e-6)."""
-    flat = observations.reshape(observations.shape[0], -1).astype(np.float64)
-    return flat.mean(0).astype(np.float32), np.maximum(flat.std(0), 1e-6).astype(np.float32)
+@dataclass(frozen=True)
+class IdmArrays:
+    """What the training loop samples from: observation rows [R, D] float32 in the store's
+    layout over `index`, actions scaled to [-1, 1], the steps that have one, the stats."""
+
+    observations: np.ndarray
+    index: EpisodeIndex
+    actions: np.ndarray
+    step_mask: np.ndarray
+    mean: np.ndarray
+    std: np.ndarray
 
 
 def split_train_val(
@@ -112,7 +123,8 @@ def split_train_val(
 
 
 def _action_bounds(store: TrajectoryStore, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The action space's bounds, or the recorded actions' range where the space is unbounded."""
+    """The action space's bounds, or the range of `actions` (the visible episodes' recorded
+    ones) where the space is unbounded."""
     space = store.action_space
     low = space.low.astype(np.float64).ravel()
     high = space.high.astype(np.float64).ravel()
@@ -169,19 +181,13 @@ def _train_idm(
     store's identity and committed sizes, and the split's identity (`staleness`).
     """
     started = time.perf_counter()
-    torch.manual_seed(config.seed)
     table = store.episode_table()
     chosen = store.read_split(split)
     check_split_fresh(store, chosen, "training the IDM")
-    visible = chosen.visible
-    train_eps, val_eps = split_train_val(visible, config.val_fraction, config.seed)
-    observations = store.read_observations(0, store.n_steps + store.n_episodes)
-    observations = observations.reshape(observations.shape[0], -1).astype(np.float32)
-    actions = store.read_steps("actions", 0, store.n_steps)
-    actions = actions.reshape(store.n_steps, -1)
-    action_mask = store.read_steps("action_mask", 0, store.n_steps)
-    mean, std = observation_stats(observations)
-    low, high = _action_bounds(store, actions[np.flatnonzero(action_mask)])
+    train_eps, val_eps = split_train_val(chosen.visible, config.val_fraction, config.seed)
+    labelled = read_labelled(store, np.flatnonzero(chosen.visible), table)
+    mean, std = store_observation_stats(store)
+    low, high = _action_bounds(store, labelled.actions[labelled.action_mask])
     spec = IdmSpec(
         k=config.k,
         hidden=tuple(config.hidden),
@@ -196,17 +202,63 @@ def _train_idm(
         action_high=tuple(high.tolist()),
     )
     mid, half = (high + low) / 2, (high - low) / 2
-    # Targets in [-1, 1], the range of the tanh; NaN rows are never sampled (step_mask).
-    scaled = ((actions - mid) / half).astype(np.float32)
-    common = dict(
-        observations=observations,
-        step_start=table.step_start,
-        lengths=table.lengths,
-        k=config.k,
+    arrays = IdmArrays(
+        observations=labelled.observations,
+        index=labelled.index,
+        # Targets in [-1, 1], the range of the tanh; NaN rows are never sampled (step_mask).
+        actions=((labelled.actions - mid) / half).astype(np.float32),
+        step_mask=labelled.action_mask,
         mean=mean,
         std=std,
-        actions=scaled,
-        step_mask=action_mask,
+    )
+    network, best, history = _fit(
+        spec, arrays, labelled.local(train_eps), labelled.local(val_eps), config, device, progress
+    )
+    seconds = time.perf_counter() - started
+    provenance: dict[str, Any] = {
+        "store": str(Path(store.path).resolve()),
+        "split": split,
+        "split_protocol": chosen.attrs,
+        "store_identity": store_identity(store),
+        "split_identity": split_identity(chosen),
+        "train_episodes": train_eps.tolist(),
+        "val_episodes": val_eps.tolist(),
+        "config": asdict(config),
+        "best_step": best[2],
+        "best_val_nll": best[0],
+        "steps_run": history[-1]["step"] if history else 0,
+        "train_seconds": seconds,
+        "history": history,
+        "package_version": __version__,
+        "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    idm = Idm(spec, network, provenance).to(device)
+    directory = save_idm(idm, out) if out is not None else None
+    return TrainResult(idm, directory, history, seconds)
+
+
+def _fit(
+    spec: IdmSpec,
+    arrays: IdmArrays,
+    train_eps: np.ndarray,
+    val_eps: np.ndarray,
+    config: IdmTrainConfig,
+    device: str | torch.device,
+    progress: bool,
+) -> tuple[torch.nn.Module, tuple[float, dict[str, Any], int], list[dict[str, float]]]:
+    """Train on the windows of `train_eps`, early-stopped on those of `val_eps` (episodes of
+    `arrays.index`); returns the network at its best validation NLL, (best NLL, its weights,
+    its step) and the history of evaluations."""
+    torch.manual_seed(config.seed)
+    common = dict(
+        observations=arrays.observations,
+        step_start=arrays.index.step_start,
+        lengths=arrays.index.lengths,
+        k=config.k,
+        mean=arrays.mean,
+        std=arrays.std,
+        actions=arrays.actions,
+        step_mask=arrays.step_mask,
     )
     sampler = IdmWindowSampler(
         **common, batch_size=config.batch_size, episodes=train_eps, seed=config.seed
@@ -249,27 +301,7 @@ def _train_idm(
                     break
     bar.close()
     network.load_state_dict(best[1])
-    seconds = time.perf_counter() - started
-    provenance: dict[str, Any] = {
-        "store": str(Path(store.path).resolve()),
-        "split": split,
-        "split_protocol": chosen.attrs,
-        "store_identity": store_identity(store),
-        "split_identity": split_identity(chosen),
-        "train_episodes": train_eps.tolist(),
-        "val_episodes": val_eps.tolist(),
-        "config": asdict(config),
-        "best_step": best[2],
-        "best_val_nll": best[0],
-        "steps_run": history[-1]["step"] if history else 0,
-        "train_seconds": seconds,
-        "history": history,
-        "package_version": __version__,
-        "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-    }
-    idm = Idm(spec, network, provenance).to(device)
-    directory = save_idm(idm, out) if out is not None else None
-    return TrainResult(idm, directory, history, seconds)
+    return network, best, history
 
 
 def _validation_set(

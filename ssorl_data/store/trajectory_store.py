@@ -11,6 +11,7 @@ methods here delegate to them so that callers see one object.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import os
 import shutil
 import uuid
@@ -35,7 +36,7 @@ from ssorl_data.errors import (
     StoreNotFoundError,
 )
 from ssorl_data.metadata import StoreMetadata, check_box
-from ssorl_data.store import chunks, relabels, splits
+from ssorl_data.store import chunks, ranges, relabels, splits
 from ssorl_data.store.lock import WriterLock
 from ssorl_data.store.open_checks import check_committed_sizes, metadata_errors
 from ssorl_data.store.relabels import RelabelRun
@@ -231,6 +232,26 @@ class TrajectoryStore:
         self._check_range(key, start, stop, self.n_steps)
         return self._read(STEP_KEYS[key], start, stop)
 
+    def iter_rows(self, key: str, block_chunks: int = 1) -> Iterator[tuple[int, np.ndarray]]:
+        """(start, rows) of column `key` ("observations" or a step key) over its committed rows,
+        `block_chunks` chunks at a time: a whole-array pass that holds one block."""
+        name, size = self._column(key)
+        read = functools.partial(self._read, name)
+        return ranges.iter_blocks(read, size, block_chunks * int(self._array(name).chunks[0]))
+
+    def read_ranges(
+        self, key: str, starts: np.ndarray, stops: np.ndarray, out: np.ndarray, block_chunks=4
+    ) -> np.ndarray:
+        """`out` filled with the rows of column `key` in the sorted, disjoint ranges
+        [starts[i], stops[i]), concatenated (cast to `out`'s dtype); each chunk is decoded
+        at most once, and `block_chunks` chunks are held at a time besides `out`."""
+        name, size = self._column(key)
+        if len(starts) and (int(np.min(starts)) < 0 or int(np.max(stops)) > size):
+            raise IndexError(f"{self.path}: {key} ranges outside the committed [0, {size}).")
+        chunk = int(self._array(name).chunks[0])
+        read = functools.partial(self._read, name)
+        return ranges.gather_ranges(read, starts, stops, out, block_chunks * chunk, chunk)
+
     def read_episodes(
         self, start: int, stop: int, table: EpisodeTable | None = None
     ) -> EpisodeBatch:
@@ -368,6 +389,14 @@ class TrajectoryStore:
     def _has(self, path: str) -> bool:
         with metadata_errors(self.path, path):
             return path in self._group
+
+    def _column(self, key: str) -> tuple[str, int]:
+        """(array name, committed rows) of "observations" or a step key."""
+        if key == "observations":
+            return layout.OBSERVATIONS, self.n_steps + self.n_episodes
+        if key not in STEP_KEYS:
+            raise KeyError(f"Expected observations or {sorted(STEP_KEYS)}. Got {key!r} instead.")
+        return STEP_KEYS[key], self.n_steps
 
     def _array(self, name: str) -> zarr.Array:
         return self._node(name)
