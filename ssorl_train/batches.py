@@ -4,7 +4,7 @@ Steps are drawn by the kernels' samplers (`ssorl_data.sampler`): usable steps on
 uniformly or in proportion to `step_weight`, with one seeded generator, so a run's
 batches depend only on its seed and how many were drawn; the generator's state is
 checkpointed for bit-exact resumption. Observations are normalised and actions
-mapped to [-1, 1] once, here, so algorithms never see raw units.
+mapped to [-1, 1] here, batch by batch, so algorithms never see raw units.
 """
 
 from __future__ import annotations
@@ -36,7 +36,12 @@ class BatchSampler(ABC):
 
 
 class TransitionSampler(BatchSampler):
-    """Batches of (s, a, r, s', done) by fancy indexing tensors held on `device`."""
+    """Batches of (s, a, r, s', done): rows gathered from the data's arrays and normalised
+    per batch, so no normalised copy of the data is made. On the CPU the rows come straight
+    from the data's tensors (in RAM or memory-mapped from a training cache: the page cache
+    holds the hot rows); another device gets a copy of the raw arrays first.
+    Observations of any shape and dtype (uint8 frames) come out float32 [B, D], flattened.
+    """
 
     def __init__(
         self, data: TrainingData, batch_size: int, seed: int, device: torch.device
@@ -49,25 +54,33 @@ class TransitionSampler(BatchSampler):
             seed=seed,
         )
         self.device = device
-        normalizer = data.normalizer()
-        self.observations = normalizer.observations(data.observations).to(device)  # [N+E, D]
-        self.actions = normalizer.to_unit(data.actions).to(device)  # [N, A]
-        self.rewards = data.rewards.to(device)
-        self.dones = data.terminations.float().to(device)
-        self.obs_row = torch.from_numpy(self.steps.index.obs_rows()).to(device)  # [N] row of s_g
+        self.normalizer = data.normalizer().to(device)
+
+        def held(t: torch.Tensor) -> torch.Tensor:
+            return t if device.type == "cpu" else t.to(device)
+
+        self.observations = held(data.observations)  # [N+E, *obs_shape], store dtype
+        self.actions = held(data.actions)  # [N, A] raw units
+        self.rewards = held(data.rewards)
+        self.terminations = held(data.terminations)
         self._episode = torch.empty(batch_size, dtype=torch.int64)  # [B] draw buffers
         self._step = torch.empty(batch_size, dtype=torch.int64)
+
+    def _states(self, rows: torch.Tensor) -> torch.Tensor:
+        """Normalised float32 [B, D] observations of rows `rows`."""
+        obs = self.observations[rows]
+        return self.normalizer.observations(obs.reshape(obs.shape[0], -1).float())
 
     def sample(self) -> Batch:
         self.steps.sample_into(self._episode, self._step)
         step = self._step.to(self.device, non_blocking=True)
-        row = self.obs_row[step]  # [B] row of s_g
+        row = step + self._episode.to(self.device, non_blocking=True)  # row g + e of s_g
         return {
-            "observations": self.observations[row],  # [B, D]
-            "actions": self.actions[step],  # [B, A]
+            "observations": self._states(row),  # [B, D]
+            "actions": self.normalizer.to_unit(self.actions[step]),  # [B, A]
             "rewards": self.rewards[step],  # [B]
-            "next_observations": self.observations[row + 1],  # [B, D]
-            "dones": self.dones[step],  # [B]
+            "next_observations": self._states(row + 1),  # [B, D]
+            "dones": self.terminations[step].float(),  # [B]
         }
 
 

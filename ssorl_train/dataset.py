@@ -1,156 +1,77 @@
-"""Training data in RAM: the arrays an offline RL algorithm trains on.
+"""Training data: the arrays an offline RL algorithm trains on, in RAM or memory-mapped.
 
 An algorithm never opens a store. `TrainingData` holds torch tensors in the store's
 time-major layout (episodes concatenated, T+1 observations per episode), and
-`select_actions` is the pure rule that decides which action each step trains on
-for a mode (full / labelled-only / semi-supervised) and uncertainty filter.
+`select_actions` (ssorl_train.selection) is the pure rule that decides which action
+each step trains on for a mode (full / labelled-only / semi-supervised) and uncertainty
+filter. `load_training_data` reads the view into RAM, or with `cache` materialises it
+once as a training cache on disk (ssorl_train.training_cache) and maps that.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
 
 from ssorl_data.episode_index import EpisodeIndex
-from ssorl_data.expect import Expect, check_values
+from ssorl_data.streaming_stats import Moments
 from ssorl_train.common import Normalizer
 from ssorl_train.errors import (
     EmptyTrainingDataError,
     MissingRelabelError,
-    MissingSplitError,
     TrainingDataError,
 )
+from ssorl_train.selection import (
+    MODES,
+    VIEW_ARGS,
+    Mode,
+    Selection,
+    check_view_args,
+    select_actions,
+)
 
-Mode = Literal["full", "labelled-only", "semi-supervised"]
-MODES: tuple[str, ...] = ("full", "labelled-only", "semi-supervised")
-# the uncertainty filters' arguments (`select_actions`, `load_training_data`, `ssorl train`)
-VIEW_ARGS: dict[str, Expect] = {
-    "drop_uncertain": Expect(float, min=0, max=1, max_open=True),
-    "weight_beta": Expect(float, min=0, optional=True),
-}
+__all__ = [
+    "MODES",
+    "VIEW_ARGS",
+    "Mode",
+    "Selection",
+    "TrainingData",
+    "check_view_args",
+    "load_training_data",
+    "normalisation",
+    "select_actions",
+]
+OBS_DTYPES = (np.float32, np.uint8)  # the store's observation dtypes, kept as they are
 
 
-@dataclass(frozen=True)
-class Selection:
-    """Which action each step trains on, and whether and how much it counts."""
-
-    actions: np.ndarray  # [N, A] float32, finite everywhere (0 where a step is unusable)
-    step_mask: np.ndarray  # [N] bool, steps usable for training
-    step_weight: np.ndarray | None  # [N] float32 sampling weight in (0, 1], or None = uniform
-    n_recorded: int  # usable steps with a recorded action
-    n_proxy: int  # usable steps with an IDM proxy action
-
-
-def select_actions(
-    recorded_actions: np.ndarray,
-    action_mask: np.ndarray,
-    episode_visible: np.ndarray,
-    lengths: np.ndarray,
-    mode: Mode,
-    proxy_actions: np.ndarray | None = None,
-    uncertainty: np.ndarray | None = None,
-    drop_uncertain: float = 0.0,
-    weight_beta: float | None = None,
-) -> Selection:
-    """Choose the action every step trains on.
-
-    - ``full``: every recorded action, splits ignored (the fully labelled baseline).
-    - ``labelled-only``: recorded actions of the episodes the split makes visible.
-    - ``semi-supervised``: those, plus the IDM's proxy action on every other step.
-
-    Filters touch proxy steps only: ``drop_uncertain`` drops that fraction of them
-    with the highest uncertainty; ``weight_beta`` sets their sampling weight to
-    ``exp(-beta * u / median(u))`` (recorded steps weigh 1), so the rule does not
-    depend on the scale of the uncertainty.
-    """
-    recorded_actions = np.asarray(recorded_actions, dtype=np.float32)
-    action_mask = np.asarray(action_mask, dtype=bool)
-    n_steps = recorded_actions.shape[0]
-    if action_mask.shape != (n_steps,):
-        raise TrainingDataError(
-            f"Expected action_mask of shape {(n_steps,)!r}. Got {action_mask.shape!r} instead."
-        )
-    lengths = np.asarray(lengths, dtype=np.int64)
-    if int(lengths.sum()) != n_steps or np.shape(episode_visible) != lengths.shape:
-        raise TrainingDataError(
-            f"Expected episode lengths summing to {n_steps} and one visibility flag per "
-            f"episode. Got lengths summing to {int(lengths.sum())} and "
-            f"{np.shape(episode_visible)[0]} flags for {lengths.shape[0]} episodes instead."
-        )
-    check_view_args(mode, drop_uncertain, weight_beta)
-    visible = EpisodeIndex.from_lengths(lengths).per_step(np.asarray(episode_visible, bool))  # [N]
-    use_recorded = action_mask if mode == "full" else action_mask & visible
-    actions = np.where(use_recorded[:, None], recorded_actions, 0.0).astype(np.float32)
-    step_mask = use_recorded.copy()
-    step_weight = None
-    use_proxy = np.zeros(n_steps, dtype=bool)
-    if mode == "semi-supervised":
-        if proxy_actions is None:
-            raise MissingRelabelError(
-                "Semi-supervised training needs proxy actions. Got none: pass a relabel "
-                "run (`ssorl relabel` writes one, `--relabel NAME` selects it)."
-            )
-        proxy_actions = np.asarray(proxy_actions, dtype=np.float32)
-        use_proxy = ~use_recorded
-        if (drop_uncertain > 0 or weight_beta is not None) and uncertainty is None:
-            raise MissingRelabelError(
-                "Uncertainty filtering or weighting needs the relabel run's uncertainty. "
-                "Got none: drop the filter or use a relabel run that recorded uncertainty."
-            )
-        if drop_uncertain > 0 and use_proxy.any():
-            u = np.asarray(uncertainty, dtype=np.float64)
-            n_drop = int(np.floor(drop_uncertain * use_proxy.sum()))
-            proxy_index = np.flatnonzero(use_proxy)
-            # stable sort: ties keep step order, so the choice is reproducible
-            worst = proxy_index[np.argsort(-u[proxy_index], kind="stable")[:n_drop]]
-            use_proxy[worst] = False
-        if not np.isfinite(proxy_actions[use_proxy]).all():
-            raise TrainingDataError(
-                "Expected finite proxy actions on every step that uses them. Got NaN or inf: "
-                "the relabel run is incomplete; resume it with `ssorl relabel`."
-            )
-        actions[use_proxy] = proxy_actions[use_proxy]
-        step_mask |= use_proxy
-        if weight_beta is not None:
-            u = np.asarray(uncertainty, dtype=np.float64)
-            scale = float(np.median(u[use_proxy])) if use_proxy.any() else 1.0
-            weight = np.exp(-weight_beta * u / max(scale, 1e-12))
-            step_weight = np.where(use_proxy, weight, 1.0).astype(np.float32)
-            step_weight[~step_mask] = 0.0
-    if not step_mask.any():
-        raise EmptyTrainingDataError(
-            f"Mode {mode!r} leaves no step to train on ({int(action_mask.sum())} of "
-            f"{n_steps} steps have recorded actions, {int(visible.sum())} are in visible "
-            "episodes). Use a split that shows some labelled episodes, or "
-            "--mode semi-supervised with a relabel run."
-        )
-    return Selection(
-        actions=actions,
-        step_mask=step_mask,
-        step_weight=step_weight,
-        n_recorded=int(use_recorded.sum()),
-        n_proxy=int(use_proxy.sum()),
-    )
+def normalisation(moments: Moments) -> tuple[np.ndarray, np.ndarray]:
+    """(mean, std) float32 [D] that training normalises observations with: the population
+    std from exact float64 moments, 1 where a dimension is (nearly) constant."""
+    std = np.sqrt(moments.m2 / moments.count)
+    return moments.mean.astype(np.float32), np.where(std < 1e-3, 1.0, std).astype(np.float32)
 
 
 @dataclass(frozen=True)
 class TrainingData:
-    """Everything an algorithm trains on, as torch tensors in RAM.
+    """Everything an algorithm trains on, as torch tensors (in RAM, or mapping a training
+    cache's files: `torch.from_numpy` over a memmap, no copy).
 
     Global step g of episode e has observation row g + e and next observation g + e + 1.
+    Observations keep the store's dtype and shape (uint8 frames stay uint8 [H, W, C]);
+    samplers normalise the rows they gather, flattened to [B, D].
     """
 
-    observations: torch.Tensor  # [N + E, D] float32, T+1 rows per episode
+    observations: torch.Tensor  # [N + E, *obs_shape] float32 or uint8, T+1 rows per episode
     actions: torch.Tensor  # [N, A] float32, finite (0 where step_mask is False)
     rewards: torch.Tensor  # [N] float32
     terminations: torch.Tensor  # [N] bool, true terminal states (not time limits)
     step_start: torch.Tensor  # [E] int64, first global step of each episode
     lengths: torch.Tensor  # [E] int64, steps per episode (T)
-    obs_mean: torch.Tensor  # [D] float32, for normalising observations
+    obs_mean: torch.Tensor  # [D] float32 (D: flattened obs_shape), for normalising
     obs_std: torch.Tensor  # [D] float32, > 0
     action_low: torch.Tensor  # [A] float32, lower bound of the action space
     action_high: torch.Tensor  # [A] float32, upper bound of the action space
@@ -175,7 +96,8 @@ class TrainingData:
 
     @property
     def obs_dim(self) -> int:
-        return int(self.observations.shape[1])
+        """Size of a flattened observation: what a network takes."""
+        return int(np.prod(self.observations.shape[1:]))
 
     @property
     def act_dim(self) -> int:
@@ -205,21 +127,24 @@ class TrainingData:
         ref_max_score: float | None = None,
         source: dict[str, Any] | None = None,
     ) -> TrainingData:
-        """Check and copy NumPy arrays into tensors; normalisation statistics come from them.
+        """Check and copy NumPy arrays into tensors; normalisation statistics come from them
+        (`normalisation` of their exact moments, as the training cache computes them).
 
         Without a step mask every step is usable and counted as recorded; without
         action bounds the usable actions' range is taken.
         """
         lengths = np.asarray(lengths, dtype=np.int64)
         n_steps, n_episodes = int(lengths.sum()), lengths.shape[0]
-        observations = np.asarray(observations, dtype=np.float32)
+        observations = np.asarray(observations)
+        if observations.dtype not in OBS_DTYPES:
+            observations = observations.astype(np.float32)
         actions = np.asarray(actions, dtype=np.float32)
         if n_episodes == 0 or (lengths < 1).any():
             raise TrainingDataError(
                 f"Expected at least one episode, each of length >= 1. Got lengths {lengths!r}."
             )
         expected = {
-            "observations": (n_steps + n_episodes, observations.shape[-1]),
+            "observations": (n_steps + n_episodes, *observations.shape[1:]),
             "actions": (n_steps, actions.shape[-1]),
             "rewards": (n_steps,),
             "terminations": (n_steps,),
@@ -256,7 +181,7 @@ class TrainingData:
                 f"Expected action_high > action_low in every dimension. Got low {low!r} and "
                 f"high {high!r}: pass the action space's bounds."
             )
-        std = observations.std(0)
+        mean, std = normalisation(Moments.of(observations))
         step_start = EpisodeIndex.from_lengths(lengths).step_start
         return cls(
             observations=torch.from_numpy(observations.copy()),
@@ -265,8 +190,8 @@ class TrainingData:
             terminations=torch.as_tensor(np.asarray(terminations, bool).copy()),
             step_start=torch.from_numpy(step_start),
             lengths=torch.from_numpy(lengths.copy()),
-            obs_mean=torch.from_numpy(observations.mean(0).astype(np.float32)),
-            obs_std=torch.from_numpy(np.where(std < 1e-3, 1.0, std).astype(np.float32)),
+            obs_mean=torch.from_numpy(mean),
+            obs_std=torch.from_numpy(std),
             action_low=torch.as_tensor(low, dtype=torch.float32),
             action_high=torch.as_tensor(high, dtype=torch.float32),
             step_mask=torch.from_numpy(mask.copy()),
@@ -317,12 +242,39 @@ class TrainingData:
         )
 
 
-def check_view_args(mode: str, drop_uncertain: float, weight_beta: float | None) -> None:
-    """Refuse an unknown mode or an uncertainty filter outside its range."""
-    if mode not in MODES:
-        raise TrainingDataError(f"Expected mode in {MODES!r}. Got {mode!r} instead.")
-    values = {"drop_uncertain": drop_uncertain, "weight_beta": weight_beta}
-    check_values("dataset view", values, VIEW_ARGS)
+def view_data(
+    arrays: dict[str, np.ndarray], info: dict[str, Any], source: dict[str, Any] | None
+) -> TrainingData:
+    """`TrainingData` over a streamed view's arrays (`ssorl_train.view.stream_view`, or the
+    training cache's files), without copying them: memory-mapped arrays stay mapped.
+    `info` holds the episode table, statistics, action bounds, counts and env fields."""
+    low, high = (np.asarray(info[k], np.float32) for k in ("action_low", "action_high"))
+    if not (high > low).all():
+        raise TrainingDataError(
+            f"Expected action_high > action_low in every dimension. Got low {low!r} and "
+            f"high {high!r}: pass the action space's bounds."
+        )
+    weight = arrays.get("step_weight")
+    return TrainingData(
+        observations=torch.from_numpy(arrays["observations"]),
+        actions=torch.from_numpy(arrays["actions"]),
+        rewards=torch.from_numpy(arrays["rewards"]),
+        terminations=torch.from_numpy(arrays["terminations"]),
+        step_start=torch.from_numpy(np.asarray(info["step_start"], np.int64)),
+        lengths=torch.from_numpy(np.asarray(info["lengths"], np.int64)),
+        obs_mean=torch.from_numpy(np.asarray(info["obs_mean"], np.float32)),
+        obs_std=torch.from_numpy(np.asarray(info["obs_std"], np.float32)),
+        action_low=torch.from_numpy(low),
+        action_high=torch.from_numpy(high),
+        step_mask=torch.from_numpy(arrays["step_mask"]),
+        step_weight=None if weight is None else torch.from_numpy(weight),
+        n_recorded=int(info["n_recorded"]),
+        n_proxy=int(info["n_proxy"]),
+        env_id=info.get("env_id"),
+        ref_min_score=info.get("ref_min_score"),
+        ref_max_score=info.get("ref_max_score"),
+        source=source,
+    )
 
 
 def load_training_data(
@@ -332,6 +284,8 @@ def load_training_data(
     relabel: str | None = None,
     drop_uncertain: float = 0.0,
     weight_beta: float | None = None,
+    cache: str | Path | None = None,
+    progress: bool = False,
 ) -> TrainingData:
     """The dataset view: a store, an optional split and relabel run, joined by `select_actions`.
 
@@ -345,15 +299,14 @@ def load_training_data(
     fewer episodes than the store, unless `mode` is full (which ignores splits), and in
     semi-supervised mode a relabel run that covers fewer steps, or whose IDM was trained
     on this split before it was made again with other visible episodes.
+
+    Without `cache` the view is read whole into RAM. With `cache` (a directory) it is
+    materialised there once, streamed a few chunks at a time, and memory-mapped: reused
+    while its stamp matches the store, split and relabel run, rebuilt when they change
+    (see ssorl_train.training_cache); the batches are bit-identical either way.
     """
-    from ssorl_data.staleness import (
-        check_relabel_fresh,
-        check_split_fresh,
-        relabel_identity,
-        split_identity,
-        store_identity,
-    )
     from ssorl_data.store import TrajectoryStore
+    from ssorl_train.view import read_relabel_rows, resolve_view
 
     check_view_args(mode, drop_uncertain, weight_beta)
     if mode == "semi-supervised" and relabel is None:
@@ -368,36 +321,20 @@ def load_training_data(
             f"`ssorl data import {path} STORE` and train on STORE."
         )
     with TrajectoryStore.open(path) as store:
-        table = store.episode_table()
-        if split is None and (
-            mode == "labelled-only" or (mode == "semi-supervised" and table.labelled.all())
-        ):
-            raise MissingSplitError(
-                f"Mode {mode!r} needs a split (CLI: --split NAME) naming the episodes whose "
-                "actions are visible: without one it would train on the recorded actions "
-                f"of {store.path} exactly as --mode full. Make one with `ssorl data split`, "
-                "or train --mode full."
-            )
-        chosen = store.read_split(split) if split else None
-        if chosen is not None and mode != "full":
-            check_split_fresh(store, chosen, f"--mode {mode}")
-        source = {
-            "store": store_identity(store),
-            "split": split_identity(chosen) if chosen is not None else None,
-            "relabel": None,
-        }
+        view = resolve_view(store, mode, split, relabel, drop_uncertain, weight_beta)
+        if cache is not None:
+            from ssorl_train.training_cache import cached_training_data
+
+            return cached_training_data(store, view, cache, progress)
+        table = view.table
         episodes = store.read_episodes(0, store.n_episodes, table)
-        visible = chosen.visible if chosen is not None else np.ones(table.n_episodes, bool)
         proxy_actions = uncertainty = None
-        if relabel is not None:
-            if mode == "semi-supervised":
-                check_relabel_fresh(store, relabel, chosen)
-            proxy_actions, uncertainty = _read_relabel(store, relabel)
-            source["relabel"] = relabel_identity(store, relabel)
+        if view.relabel is not None:
+            proxy_actions, uncertainty = read_relabel_rows(view.relabel, 0, store.n_steps)
         selection = select_actions(
             episodes.actions,
             episodes.action_mask,
-            visible,
+            view.visible,
             table.lengths,
             mode,
             proxy_actions=proxy_actions,
@@ -417,22 +354,5 @@ def load_training_data(
             env_id=store.env_id,
             ref_min_score=store.metadata.ref_min_score,
             ref_max_score=store.metadata.ref_max_score,
-            source=source,
+            source=view.source,
         )
-
-
-def _read_relabel(store, name: str) -> tuple[np.ndarray, np.ndarray]:
-    """Proxy actions and uncertainty of a complete relabel run, NaN past the steps it covered."""
-    run = store.relabel_run(name)
-    if run.status != "complete":
-        raise MissingRelabelError(
-            f"{store.path}: relabel run {name!r} is {run.status!r}, not complete. "
-            f"Finish it with `ssorl relabel {store.path} --name {name} ...` (it resumes)."
-        )
-    n = store.n_steps
-    actions = np.full((n, *store.action_space.shape), np.nan, np.float32)
-    uncertainty = np.full(n, np.nan, np.float32)
-    covered = min(run.n_steps, n)
-    actions[:covered] = run.read("actions", 0, covered)
-    uncertainty[:covered] = run.read("uncertainty", 0, covered)
-    return actions, uncertainty

@@ -44,3 +44,8 @@ class AlgorithmConfigError(SsorlError, ValueError):
 class MissingSplitError(SsorlError, ValueError):
     """A mode that hides actions (labelled-only, semi-supervised) was asked for without a
     split saying which episodes keep them."""
+
+
+class TrainingCacheError(SsorlError, OSError):
+    """A training cache directory cannot be used (a file in its place, a build that does
+    not open)."""
