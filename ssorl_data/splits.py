@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ssorl_data.errors import SplitError, SplitWarning
+from ssorl_data.selection import SELECTIONS, select_episodes
 from ssorl_data.store import EpisodeTable, Split, TrajectoryStore
 from ssorl_data.store.splits import extend_split
 
@@ -40,16 +41,8 @@ def choose_visible(
     """
     if not 0.0 <= labelled_fraction <= 1.0:
         raise SplitError(f"Expected labelled_fraction in [0, 1]. Got {labelled_fraction!r}.")
-    if quantile is not None and not 0.0 < quantile <= 1.0:
-        raise SplitError(f"Expected quantile in (0, 1]. Got {quantile!r} instead.")
     n = table.n_episodes
-    pool = np.zeros(n, dtype=bool)
-    if quantile is None:
-        pool[:] = True
-    else:
-        lowest = np.argsort(table.returns, kind="stable")[: int(round(quantile * n))]
-        pool[lowest] = True
-    pool &= table.labelled
+    pool = label_pool(table, quantile)
     target = int(round(labelled_fraction * n))
     candidates = np.flatnonzero(pool)
     if candidates.size < target:
@@ -64,6 +57,20 @@ def choose_visible(
     visible = np.zeros(n, dtype=bool)
     visible[np.random.default_rng(seed).choice(candidates, size=target, replace=False)] = True
     return visible
+
+
+def label_pool(table: EpisodeTable, quantile: float | None) -> np.ndarray:
+    """[E] bool: the episodes with recorded actions among the `quantile` fraction with the
+    lowest returns (ties broken by episode index), or all of them when `quantile` is None."""
+    if quantile is not None and not 0.0 < quantile <= 1.0:
+        raise SplitError(f"Expected quantile in (0, 1]. Got {quantile!r} instead.")
+    pool = np.zeros(table.n_episodes, dtype=bool)
+    if quantile is None:
+        pool[:] = True
+    else:
+        lowest = np.argsort(table.returns, kind="stable")[: int(round(quantile * pool.size))]
+        pool[lowest] = True
+    return pool & table.labelled
 
 
 def read_episode_list(path: str | Path, n_episodes: int) -> np.ndarray:
@@ -98,23 +105,47 @@ def make_split(
     seed: int = 0,
     episodes: np.ndarray | list[int] | None = None,
     overwrite: bool = False,
+    labelled_steps: int | None = None,
+    select: str = "random",
+    progress: bool = False,
 ) -> Split:
     """Make and store split `name` (the store must be open with mode="a").
 
-    Give either `labelled_fraction` (with an optional return `quantile` and `seed`)
-    or an explicit list of `episodes`, which must all have recorded actions.
+    Give a budget, `labelled_fraction` (of all episodes) or `labelled_steps`, spent by
+    `select` ("random", or "coverage": `ssorl_data.selection`) on the episodes of the
+    optional return `quantile`, with `seed`; or an explicit list of `episodes`, which
+    must all have recorded actions.
     """
     table = store.episode_table()
-    if (episodes is None) == (labelled_fraction is None):
+    given = [v is not None for v in (labelled_fraction, labelled_steps, episodes)]
+    if sum(given) != 1:
         raise SplitError(
-            "Expected exactly one of labelled_fraction or episodes. Got "
-            f"labelled_fraction={labelled_fraction!r} and episodes "
-            f"{'given' if episodes is not None else 'absent'}."
+            "Expected exactly one of labelled_fraction, labelled_steps or episodes. Got "
+            f"labelled_fraction={labelled_fraction!r}, labelled_steps={labelled_steps!r} and "
+            f"episodes {'given' if episodes is not None else 'absent'}."
         )
+    if select not in SELECTIONS:
+        raise SplitError(f"Unknown selection {select!r}. Expected one of {', '.join(SELECTIONS)}.")
+    if episodes is not None and select != "random":
+        raise SplitError(f"An explicit episode list is its own selection; got select={select!r}.")
     if episodes is not None:
         visible = np.zeros(table.n_episodes, dtype=bool)
         visible[np.asarray(episodes, dtype=np.int64)] = True
         protocol = {"method": "episodes", "labelled_fraction": float(visible.mean())}
+    elif select == "coverage" or labelled_steps is not None:
+        if labelled_fraction is not None and not 0.0 <= labelled_fraction <= 1.0:
+            raise SplitError(f"Expected labelled_fraction in [0, 1]. Got {labelled_fraction!r}.")
+        n_episodes = (
+            None if labelled_fraction is None else round(labelled_fraction * table.n_episodes)
+        )
+        visible = select_episodes(
+            store, label_pool(table, quantile), method=select, n_episodes=n_episodes,
+            n_steps=labelled_steps, seed=seed, progress=progress,
+        )  # fmt: skip
+        method = "return_quantile" if select == "random" and quantile is not None else select
+        budget = {"labelled_fraction": labelled_fraction} if labelled_steps is None else {
+            "labelled_steps": labelled_steps}  # fmt: skip
+        protocol = {"method": method, **budget, "quantile": quantile, "seed": seed}
     else:
         visible = choose_visible(table, labelled_fraction, quantile, seed)
         protocol = {
@@ -124,4 +155,5 @@ def make_split(
             "seed": seed,
         }
     protocol["n_visible"] = int(visible.sum())
+    protocol["n_visible_steps"] = int(table.lengths[visible].sum())
     return store.write_split(name, visible, protocol, overwrite=overwrite)

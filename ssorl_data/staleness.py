@@ -204,10 +204,13 @@ def remake_split_command(store: TrajectoryStore, name: str, attrs: dict[str, Any
     """The `ssorl data split` command that makes split `name` again with its protocol, over
     every episode of the store now."""
     method = attrs.get("method")
-    if method in ("random", "return_quantile"):
-        options = f"--labelled-fraction {attrs.get('labelled_fraction')} --seed {attrs.get('seed')}"
-        if method == "return_quantile":
+    if method in ("random", "return_quantile", "coverage"):
+        budget = "labelled-steps" if "labelled_steps" in attrs else "labelled-fraction"
+        options = f"--{budget} {attrs.get(budget.replace('-', '_'))} --seed {attrs.get('seed')}"
+        if attrs.get("quantile") is not None:
             options += f" --quantile {attrs.get('quantile')}"
+        if method == "coverage":
+            options += " --select coverage"
     elif method == "episodes":
         options = "--episodes FILE"
     else:

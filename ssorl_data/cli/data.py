@@ -349,6 +349,19 @@ def collect(
     type=click.FloatRange(0, 1, min_open=True),
     help="Draw labelled episodes only from the lowest-return QUANTILE fraction (omit: random).",
 )
+@click.option(
+    "--labelled-steps",
+    type=click.IntRange(min=1),
+    help="Budget in steps instead: label whole episodes totalling at most N steps.",
+)
+@click.option(
+    "--select",
+    type=click.Choice(["random", "coverage"]),
+    default="random",
+    show_default=True,
+    help="How the budget is spent: random draws, or coverage (episodes spread over the "
+    "state space by greedy k-center on per-episode observation summaries).",
+)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option(
     "--episodes",
@@ -363,8 +376,16 @@ def collect(
     help="Extend the existing split NAME over the episodes appended since it was made, "
     "as not visible (their actions stay hidden); no other option goes with it.",
 )
-def split(store, name, labelled_fraction, quantile, seed, episodes_file, overwrite, extend) -> None:
+def split(
+    store, name, labelled_fraction, labelled_steps, select, quantile, seed, episodes_file,
+    overwrite, extend,
+) -> None:  # fmt: skip
     """Mark which episodes of STORE keep visible actions (no recorded action is removed).
+
+    \b
+    The labelling budget is --labelled-fraction (of all episodes) or --labelled-steps;
+    --select spends it at random or on covering the state space, over the episodes of
+    the optional --quantile (the lowest returns), deterministically for --seed.
 
     \b
     A split covers the episodes the store had when it was made. After
@@ -377,11 +398,12 @@ def split(store, name, labelled_fraction, quantile, seed, episodes_file, overwri
     from ssorl_data.store import TrajectoryStore
 
     if extend:
-        given = [labelled_fraction, quantile, episodes_file, overwrite or None]
-        if any(option is not None for option in given):
+        given = [labelled_fraction, labelled_steps, quantile, episodes_file, overwrite or None]
+        if any(option is not None for option in given) or select != "random":
             raise click.UsageError(
                 "--extend keeps the split's visible episodes: give it without "
-                "--labelled-fraction, --quantile, --episodes or --overwrite."
+                "--labelled-fraction, --labelled-steps, --select, --quantile, --episodes or "
+                "--overwrite."
             )
         with TrajectoryStore.open(store, mode="a") as opened:
             covered = opened.read_split(name).attrs.get("n_episodes")
@@ -401,10 +423,13 @@ def split(store, name, labelled_fraction, quantile, seed, episodes_file, overwri
             seed=seed,
             episodes=episodes,
             overwrite=overwrite,
+            labelled_steps=labelled_steps,
+            select=select,
+            progress=True,
         )
     click.echo(
         f"split {name!r}: {int(made.visible.sum())} of {made.visible.size} episodes visible "
-        f"({made.attrs['method']})"
+        f"({made.attrs['method']}), {made.attrs['n_visible_steps']:,} steps"
     )
 
 
