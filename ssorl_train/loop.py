@@ -6,7 +6,9 @@ A run directory holds `config.json`, `log.csv` (training metrics averaged over e
 new one is complete) and, once finished, `summary.json`; a writer lock
 (`.ssorl-writer.lock`) keeps a second process out while one trains there.
 Resuming restores networks, optimizers, the batch generator and torch's RNG, so a
-run killed and resumed produces exactly the parameters of an uninterrupted one.
+run killed and resumed produces exactly the parameters of an uninterrupted one (with the
+same `precision`, which the checkpoint records; a compiled run resumed compiled).
+Metrics stay device tensors until a log row is written, so steps never wait for the device.
 `train` reads top to bottom as a list of named steps: prepare the run directory,
 build, restore; then per update log, evaluate and save; finish with the summary.
 """
@@ -25,6 +27,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from ssorl_data.errors import InvalidArgumentError
 from ssorl_data.expect import Expect, check_fields
 from ssorl_data.store.lock import DirectoryLock
 from ssorl_train.algos import Algorithm, make_algorithm
@@ -38,7 +41,7 @@ from ssorl_train.checkpoint import (
     previous,
     save_checkpoint,
 )
-from ssorl_train.common import Normalizer, seed_everything, select_device
+from ssorl_train.common import PRECISIONS, Normalizer, seed_everything, select_device
 from ssorl_train.dataset import TrainingData
 from ssorl_train.errors import CheckpointError
 from ssorl_train.evaluate import EvalResult, check_eval_env, evaluate, reference_returns
@@ -53,9 +56,16 @@ class LoopConfig:
     checkpoint_every: int = 10_000  # save every this many steps and at the end; 0: end only
     log_every: int = 1_000  # average training metrics over, and log, this many steps
     env_id: str | None = None  # env to evaluate in; None: the data's, or no evaluation
+    precision: str = "fp32"  # "fp32" or "bf16" (autocast forwards, fp32 weights and losses)
+    compile: bool = False  # torch.compile each update step (compiled on the first steps)
 
     def __post_init__(self) -> None:
         check_fields(self, LOOP_FIELDS)
+        if self.precision not in PRECISIONS:
+            raise InvalidArgumentError(
+                f"LoopConfig: precision must be one of {list(PRECISIONS)!r}. "
+                f"Got {self.precision!r}."
+            )
 
 
 # type and range of every LoopConfig field: checked on construction, and the limits of
@@ -68,19 +78,25 @@ LOOP_FIELDS: dict[str, Expect] = {
     "checkpoint_every": Expect(int, min=0),
     "log_every": Expect(int, min=1),
     "env_id": Expect(str, optional=True),
+    "precision": Expect(str),
+    "compile": Expect(bool),
 }
 
 
 def _build(
-    algo: str, algo_config: Any, data: TrainingData, seed: int, device: str | None
+    algo: str, algo_config: Any, data: TrainingData, loop: LoopConfig, device: str | None
 ) -> tuple[Normalizer, Algorithm, BatchSampler]:
-    """The observation normalizer, the algorithm's networks (initialised from `seed`) and the
-    batch sampler, on the chosen device."""
+    """The observation normalizer, the algorithm's networks (initialised from the seed, in
+    the loop's precision, compiled if asked) and the batch sampler, on the chosen device."""
     dev = select_device(device)
-    seed_everything(seed)  # before the networks are built: their init draws from it
+    seed_everything(loop.seed)  # before the networks are built: their init draws from it
     normalizer = data.normalizer().to(dev)
-    algorithm = make_algorithm(algo, algo_config, data.obs_dim, data.act_dim, dev)
-    return normalizer, algorithm, _make_sampler(algorithm, data, seed, dev)
+    algorithm = make_algorithm(
+        algo, algo_config, data.obs_dim, data.act_dim, dev, precision=loop.precision
+    )
+    if loop.compile:
+        algorithm.compile()
+    return normalizer, algorithm, _make_sampler(algorithm, data, loop.seed, dev)
 
 
 def _make_sampler(
@@ -195,14 +211,15 @@ class _RunLog:
         self.bar = tqdm(
             total=total, initial=start, unit="step", disable=not progress, dynamic_ncols=True
         )
-        self.sums: dict[str, float] = {}
+        self.sums: dict[str, torch.Tensor | float] = {}  # device tensors until `log_train`
         self.counts: dict[str, int] = {}
         self.busy = self.busy_total = 0.0  # seconds in sampling and updates (no eval, no saves)
         self.interval_from = start
         self.last_eval: EvalResult | None = None
 
-    def add(self, metrics: dict[str, float], seconds: float) -> None:
-        """Count one step's metrics towards the next training row."""
+    def add(self, metrics: dict[str, torch.Tensor | float], seconds: float) -> None:
+        """Count one step's metrics towards the next training row (summed on the device:
+        no value is read back here)."""
         self.busy += seconds
         self.bar.update(1)
         for key, value in metrics.items():
@@ -212,7 +229,7 @@ class _RunLog:
     def log_train(self, step: int) -> None:
         """Write the metrics averaged since the last row, and the speed over those steps."""
         row = {"step": step, "steps_per_s": (step - self.interval_from) / max(self.busy, 1e-9)}
-        row |= {k: self.sums[k] / self.counts[k] for k in sorted(self.sums)}
+        row |= {k: float(self.sums[k]) / self.counts[k] for k in sorted(self.sums)}
         self.train_csv.write(row)
         for key, value in row.items():
             if key != "step":
@@ -264,7 +281,7 @@ def train(
     with DirectoryLock(out, "training run"):
         run_config = _prepare_run_dir(out, algo, algo_config, loop, data, resume, overwrite)
         saved = _read_checkpoint(out, run_config) if resume else None  # checked before building
-        normalizer, algorithm, sampler = _build(algo, algo_config, data, loop.seed, device)
+        normalizer, algorithm, sampler = _build(algo, algo_config, data, loop, device)
         start = _restore(saved, algorithm, sampler) if saved else 0
         if start and start >= loop.steps and (finished := _read_summary(out)) is not None:
             return finished
@@ -357,9 +374,14 @@ def _read_checkpoint(
             f"run's --steps {run_config['loop']['steps']}: pass --steps {meta['step']} or "
             "more to continue it."
         )
-    saved = {k: meta[k] for k in ("algo", "algo_config", "data")} | {"seed": meta["loop"]["seed"]}
+    # precision changes every rounding, so a resume in another one would not continue the
+    # run; checkpoints from before it existed were fp32. compile may differ (see README).
+    saved = {k: meta[k] for k in ("algo", "algo_config", "data")} | {
+        "seed": meta["loop"]["seed"],
+        "precision": meta["loop"].get("precision", "fp32"),
+    }
     wanted = {k: run_config[k] for k in ("algo", "algo_config", "data")}
-    wanted |= {"seed": run_config["loop"]["seed"]}
+    wanted |= {k: run_config["loop"][k] for k in ("seed", "precision")}
     if saved != wanted:
         changes = "; ".join(differences(saved, wanted))
         raise CheckpointError(
@@ -393,7 +415,9 @@ def differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> l
     return lines
 
 
-def _update(algorithm: Algorithm, sampler: BatchSampler) -> tuple[dict[str, float], float]:
+def _update(
+    algorithm: Algorithm, sampler: BatchSampler
+) -> tuple[dict[str, torch.Tensor | float], float]:
     """One gradient step on one batch: its metrics and the seconds it took."""
     tick = time.perf_counter()
     metrics = algorithm.update(sampler.sample())

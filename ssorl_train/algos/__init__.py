@@ -104,7 +104,13 @@ def _parse(key: str, text: str, default: Any) -> Any:
 
 
 def make_algorithm(
-    name: str, config: Any, obs_dim: int, act_dim: int, device: torch.device
+    name: str,
+    config: Any,
+    obs_dim: int,
+    act_dim: int,
+    device: torch.device,
+    precision: str = "fp32",
 ) -> Algorithm:
-    """A fresh algorithm of this name on `device`."""
-    return _entry(name)[1](config, obs_dim, act_dim, device)
+    """A fresh algorithm of this name on `device`, computing in `precision`
+    (`ssorl_train.common.PRECISIONS`)."""
+    return _entry(name)[1](config, obs_dim, act_dim, device, precision)

@@ -1,7 +1,10 @@
 """What every algorithm provides, and the state handling they share.
 
 An algorithm works in normalised observations and actions in [-1, 1]; the loop
-and evaluation translate (see `ssorl_train.common.Normalizer`).
+and evaluation translate (see `ssorl_train.common.Normalizer`). Its update is split into
+step functions (`_step_names`) whose control flow depends on no Python value that changes
+from step to step, so `compile` can hand each to `torch.compile` once; their metrics are
+device tensors, so a step never waits for the device.
 """
 
 from __future__ import annotations
@@ -10,9 +13,13 @@ from abc import ABC, abstractmethod
 from typing import Any, ClassVar, Literal, Protocol
 
 import torch
-from torch import nn
 
-from ssorl_train.common import mlp
+from ssorl_train.common import PRECISIONS, autocast
+from ssorl_train.errors import AlgorithmConfigError
+
+# scalar tensors on the device (or Python numbers known without the device, as DT's lr):
+# the loop reads them at log time, never per step
+Metrics = dict[str, torch.Tensor | float]
 
 
 class Actor(Protocol):
@@ -31,20 +38,37 @@ class Algorithm(ABC):
     """Base of the algorithms: `update(batch) -> metrics`, `act`, and state dicts.
 
     Subclasses list in `_state_names` the attributes (modules, optimizers, tensors)
-    that make up their training state; `step` counts updates.
+    that make up their training state, and in `_step_names` the methods `compile` compiles;
+    `step` counts updates. `precision` (`PRECISIONS`) is how forward passes compute.
     """
 
     config: Any  # the algorithm's frozen config dataclass
     batch_kind: ClassVar[Literal["transitions", "subtrajectories"]] = "transitions"
     _state_names: ClassVar[tuple[str, ...]] = ()
+    _step_names: ClassVar[tuple[str, ...]] = ()
 
-    def __init__(self, device: torch.device) -> None:
+    def __init__(self, device: torch.device, precision: str = "fp32") -> None:
+        if precision not in PRECISIONS:
+            raise AlgorithmConfigError(
+                f"Expected precision in {list(PRECISIONS)!r}. Got {precision!r} instead."
+            )
         self.device = device
+        self.precision = precision
         self.step = 0
 
+    def autocast(self) -> torch.autocast:
+        """The context of this algorithm's forward passes (`ssorl_train.common.autocast`)."""
+        return autocast(self.device, self.precision)
+
+    def compile(self) -> None:
+        """Replace each step function by its `torch.compile`d version (compiled on first call:
+        forward, backward and optimizer step; TorchInductor's C++ or Triton kernels)."""
+        for name in self._step_names:
+            setattr(self, name, torch.compile(getattr(self, name)))
+
     @abstractmethod
-    def update(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
-        """One gradient step on a batch; returns scalar metrics to log."""
+    def update(self, batch: dict[str, torch.Tensor]) -> Metrics:
+        """One gradient step on a batch; returns scalar metrics (device tensors) to log."""
 
     @abstractmethod
     def act(self, obs: torch.Tensor) -> torch.Tensor:
@@ -83,14 +107,3 @@ class _MarkovActor:
 
     def observe(self, rewards: torch.Tensor) -> None:
         pass
-
-
-def twin_critic(obs_dim: int, act_dim: int, hidden: int, layers: int) -> nn.ModuleList:
-    """Two Q(s, a) MLPs; input is the concatenation [s, a]."""
-    return nn.ModuleList(mlp(obs_dim + act_dim, 1, hidden, layers) for _ in range(2))
-
-
-def q_values(critic: nn.ModuleList, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-    """[2, B] Q-values of both critics."""
-    x = torch.cat([obs, actions], -1)
-    return torch.stack([q(x).squeeze(-1) for q in critic])

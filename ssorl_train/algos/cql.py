@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ssorl_train.algos.base import Algorithm, q_values, twin_critic
-from ssorl_train.common import mlp, soft_update
+from ssorl_train.algos.base import Algorithm, Metrics
+from ssorl_train.common import adam, mlp, q_values, soft_update, twin_critic
 
 
 @dataclass(frozen=True)
@@ -52,11 +52,12 @@ class TanhGaussianPolicy(nn.Module):
         self.log_std_offset = log_std_offset
 
     def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Reparameterised sample [..., A] and its log density [...]."""
-        mean, log_std = self.net(obs).chunk(2, -1)
+        """Reparameterised sample [..., A] and its log density [...] (in float32)."""
+        mean, log_std = self.net(obs).float().chunk(2, -1)
         std = (log_std + self.log_std_offset).clamp(-20.0, 2.0).exp()
         u = mean + std * torch.randn_like(mean)
-        log_prob = torch.distributions.Normal(mean, std).log_prob(u)
+        # no argument validation: its checks read tensors back (a host sync every step)
+        log_prob = torch.distributions.Normal(mean, std, validate_args=False).log_prob(u)
         # log(1 - tanh(u)^2), written stably
         log_prob = log_prob - 2 * (math.log(2) - u - F.softplus(-2 * u))
         return torch.tanh(u), log_prob.sum(-1)
@@ -75,9 +76,17 @@ class CQL(Algorithm):
         "critic_opt",
         "alpha_opt",
     )
+    _step_names = ("_step",)
 
-    def __init__(self, config: CQLConfig, obs_dim: int, act_dim: int, device: torch.device) -> None:
-        super().__init__(device)
+    def __init__(
+        self,
+        config: CQLConfig,
+        obs_dim: int,
+        act_dim: int,
+        device: torch.device,
+        precision: str = "fp32",
+    ) -> None:
+        super().__init__(device, precision)
         self.config = config
         c = config
         self.actor = TanhGaussianPolicy(
@@ -87,48 +96,66 @@ class CQL(Algorithm):
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
         self.log_alpha = torch.zeros((), device=device, requires_grad=True)
         self.target_entropy = -float(act_dim)
-        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=c.actor_lr)
-        self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=c.critic_lr)
-        self.alpha_opt = torch.optim.Adam([self.log_alpha], lr=c.actor_lr)
+        self.actor_opt = adam(self.actor.parameters(), c.actor_lr, device)
+        self.critic_opt = adam(self.critic.parameters(), c.critic_lr, device)
+        self.alpha_opt = adam([self.log_alpha], c.actor_lr, device)
 
-    def update(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+    def update(self, batch: dict[str, torch.Tensor]) -> Metrics:
+        self.step += 1
+        return self._step(batch)
+
+    def _step(self, batch: dict[str, torch.Tensor]) -> Metrics:
         c = self.config
         obs, actions, next_obs = batch["observations"], batch["actions"], batch["next_observations"]
         batch_size, act_dim = actions.shape
-        self.step += 1
 
-        pi_actions, log_pi = self.actor(obs)
+        with self.autocast():
+            pi_actions, log_pi = self.actor(obs)
         alpha_loss = -(self.log_alpha * (log_pi.detach() + self.target_entropy)).mean()
         self.alpha_opt.zero_grad(set_to_none=True)
         alpha_loss.backward()
         self.alpha_opt.step()
         alpha = self.log_alpha.detach().exp()
-        actor_loss = (alpha * log_pi - q_values(self.critic, obs, pi_actions).min(0).values).mean()
+        with self.autocast():
+            q_pi = q_values(self.critic, obs, pi_actions).min(0).values
+        actor_loss = (alpha * log_pi - q_pi).mean()
         self.actor_opt.zero_grad(set_to_none=True)
         actor_loss.backward()
         self.actor_opt.step()
 
-        with torch.no_grad():
-            next_actions, _ = self.actor(next_obs)
-            target_q = q_values(self.critic_target, next_obs, next_actions).min(0).values
+        n = c.cql_n_actions
+        with torch.no_grad(), self.autocast():
+            # one actor pass for s' (the target's action) and the penalty's proposals pi(s),
+            # pi(s'), each with its log density for importance sampling: [B, 1 + 2n, .]
+            states = torch.cat(
+                [
+                    next_obs[:, None],
+                    obs[:, None].expand(-1, n, -1),
+                    next_obs[:, None].expand(-1, n, -1),
+                ],
+                dim=1,
+            )
+            sampled_actions, log_sampled = self.actor(states)
+            next_actions, current, following = sampled_actions.split([1, n, n], dim=1)
+            _, log_current, log_following = log_sampled.split([1, n, n], dim=1)
+            target_q = q_values(self.critic_target, next_obs, next_actions[:, 0]).min(0).values
             target = batch["rewards"] + (1 - batch["dones"]) * c.gamma * target_q
-            # proposals for the penalty, each with its log density for importance sampling
-            n = c.cql_n_actions
-            rep_obs = obs.unsqueeze(1).expand(-1, n, -1)  # [B, n, D]
-            rep_next = next_obs.unsqueeze(1).expand(-1, n, -1)
             uniform = torch.empty(batch_size, n, act_dim, device=obs.device).uniform_(-1, 1)
-            current, log_current = self.actor(rep_obs)  # [B, n, A], [B, n]
-            following, log_following = self.actor(rep_next)
-        q = q_values(self.critic, obs, actions)  # [2, B]
-        td_loss = F.mse_loss(q, target.expand_as(q), reduction="none").mean(1).sum()
-        sampled = torch.cat(
+        # one critic pass for the data's action and the 3n proposals: [2, B, 1 + 3n]
+        proposals = torch.cat([actions[:, None], uniform, current, following], dim=1)
+        with self.autocast():
+            q_all = q_values(self.critic, obs[:, None].expand(-1, 1 + 3 * n, -1), proposals)
+        q = q_all[:, :, 0]  # [2, B]
+        log_density = torch.cat(
             [
-                q_values(self.critic, rep_obs, uniform) - act_dim * math.log(0.5),
-                q_values(self.critic, rep_obs, current) - log_current,
-                q_values(self.critic, rep_obs, following) - log_following,
+                log_current.new_full((batch_size, n), act_dim * math.log(0.5)),
+                log_current,
+                log_following,
             ],
-            dim=2,
-        )  # [2, B, 3n]
+            dim=1,
+        )
+        sampled = q_all[:, :, 1:] - log_density  # [2, B, 3n]
+        td_loss = F.mse_loss(q, target.expand_as(q), reduction="none").mean(1).sum()
         penalty = cql_penalty(sampled[0], q[0], c.cql_temperature) + cql_penalty(
             sampled[1], q[1], c.cql_temperature
         )
@@ -138,12 +165,12 @@ class CQL(Algorithm):
         self.critic_opt.step()
         soft_update(self.critic_target, self.critic, c.tau)
         return {
-            "critic_loss": critic_loss.item(),
-            "td_loss": td_loss.item(),
-            "cql_penalty": penalty.item(),
-            "actor_loss": actor_loss.item(),
-            "alpha": alpha.item(),
-            "q_mean": q.mean().item(),
+            "critic_loss": critic_loss.detach(),
+            "td_loss": td_loss.detach(),
+            "cql_penalty": penalty.detach(),
+            "actor_loss": actor_loss.detach(),
+            "alpha": alpha,
+            "q_mean": q.detach().mean(),
         }
 
     @torch.no_grad()

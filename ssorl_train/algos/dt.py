@@ -21,7 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ssorl_train.algos.base import Actor, Algorithm
+from ssorl_train.algos.base import Actor, Algorithm, Metrics
+from ssorl_train.common import adam
 
 # Chen et al.'s evaluation targets (the higher of their two per environment).
 TARGET_RETURNS: dict[str, float] = {"hopper": 3600.0, "halfcheetah": 6000.0, "walker2d": 5000.0}
@@ -148,14 +149,26 @@ class DecisionTransformerModel(nn.Module):
 class DecisionTransformer(Algorithm):
     batch_kind = "subtrajectories"
     _state_names = ("model", "optimizer")
+    _step_names = ("_step",)
 
-    def __init__(self, config: DTConfig, obs_dim: int, act_dim: int, device: torch.device) -> None:
-        super().__init__(device)
+    def __init__(
+        self,
+        config: DTConfig,
+        obs_dim: int,
+        act_dim: int,
+        device: torch.device,
+        precision: str = "fp32",
+    ) -> None:
+        super().__init__(device, precision)
         self.config = config
         self.obs_dim, self.act_dim = obs_dim, act_dim
         self.model = DecisionTransformerModel(obs_dim, act_dim, config).to(device)
-        self.optimizer = torch.optim.AdamW(
-            param_groups(self.model, config.weight_decay), lr=config.lr
+        # the learning rate is a tensor filled each step, so a compiled optimizer step is
+        # not recompiled for every value of the warm-up
+        # (a float on the meta device, where checkpoint validation builds shapes only)
+        lr = config.lr if device.type == "meta" else torch.tensor(config.lr, device=device)
+        self.optimizer = adam(
+            param_groups(self.model, config.weight_decay), lr, device, decoupled=True
         )
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -163,6 +176,8 @@ class DecisionTransformer(Algorithm):
         if len(saved["param_groups"]) == 1:  # written when every parameter was decayed
             state = state | {"optimizer": self._regrouped(saved)}
         super().load_state_dict(state)
+        for group in self.optimizer.param_groups:  # a float in checkpoints before issue 14
+            group["lr"] = torch.as_tensor(group["lr"], dtype=torch.float32, device=self.device)
 
     def _regrouped(self, saved: dict[str, Any]) -> dict[str, Any]:
         """A one-group optimizer state (parameters in `model.parameters()` order) split into
@@ -179,26 +194,30 @@ class DecisionTransformer(Algorithm):
         ]
         return saved | {"param_groups": groups}
 
-    def update(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+    def update(self, batch: dict[str, torch.Tensor]) -> Metrics:
         c = self.config
         self.step += 1
         lr = c.lr * min(1.0, self.step / c.warmup_steps)
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"].fill_(lr)
+        return self._step(batch) | {"lr": lr}
+
+    def _step(self, batch: dict[str, torch.Tensor]) -> Metrics:
         self.model.train()
-        pred = self.model(
-            batch["states"],
-            batch["actions"],
-            batch["returns_to_go"],
-            batch["timesteps"],
-            batch["mask"],
-        )
+        with self.autocast():
+            pred = self.model(
+                batch["states"],
+                batch["actions"],
+                batch["returns_to_go"],
+                batch["timesteps"],
+                batch["mask"],
+            ).float()
         loss = masked_action_mse(pred, batch["actions"], batch["loss_mask"])
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        nn.utils.clip_grad_norm_(self.model.parameters(), c.grad_clip)
+        nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip, foreach=True)
         self.optimizer.step()
-        return {"action_loss": loss.item(), "lr": lr}
+        return {"action_loss": loss.detach()}
 
     @torch.no_grad()
     def act(self, obs: torch.Tensor) -> torch.Tensor:

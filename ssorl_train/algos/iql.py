@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ssorl_train.algos.base import Algorithm, q_values, twin_critic
-from ssorl_train.common import mlp, soft_update
+from ssorl_train.algos.base import Algorithm, Metrics
+from ssorl_train.common import adam, mlp, q_values, soft_update, twin_critic
 
 
 @dataclass(frozen=True)
@@ -59,7 +59,10 @@ class GaussianPolicy(nn.Module):
     def log_prob(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """[B] log pi(a | s)."""
         std = self.log_std.clamp(-5.0, 2.0).exp()
-        return torch.distributions.Normal(self.mean(obs), std).log_prob(actions).sum(-1)
+        mean = self.mean(obs).float()  # the log density in float32 under autocast
+        # no argument validation: its checks read tensors back (a host sync every step)
+        normal = torch.distributions.Normal(mean, std, validate_args=False)
+        return normal.log_prob(actions).sum(-1)
 
 
 class IQL(Algorithm):
@@ -72,50 +75,63 @@ class IQL(Algorithm):
         "value_opt",
         "critic_opt",
     )
+    _step_names = ("_step",)
 
-    def __init__(self, config: IQLConfig, obs_dim: int, act_dim: int, device: torch.device) -> None:
-        super().__init__(device)
+    def __init__(
+        self,
+        config: IQLConfig,
+        obs_dim: int,
+        act_dim: int,
+        device: torch.device,
+        precision: str = "fp32",
+    ) -> None:
+        super().__init__(device, precision)
         self.config = config
         self.actor = GaussianPolicy(obs_dim, act_dim, config.hidden_dim).to(device)
         self.value = mlp(obs_dim, 1, config.hidden_dim).to(device)
         self.critic = twin_critic(obs_dim, act_dim, config.hidden_dim, 2).to(device)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
-        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=config.actor_lr)
-        self.value_opt = torch.optim.Adam(self.value.parameters(), lr=config.value_lr)
-        self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=config.critic_lr)
+        self.actor_opt = adam(self.actor.parameters(), config.actor_lr, device)
+        self.value_opt = adam(self.value.parameters(), config.value_lr, device)
+        self.critic_opt = adam(self.critic.parameters(), config.critic_lr, device)
 
-    def update(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+    def update(self, batch: dict[str, torch.Tensor]) -> Metrics:
+        self.step += 1
+        return self._step(batch)
+
+    def _step(self, batch: dict[str, torch.Tensor]) -> Metrics:
         c = self.config
         obs, actions = batch["observations"], batch["actions"]
-        self.step += 1
-        with torch.no_grad():
+        with torch.no_grad(), self.autocast():
             target_q = q_values(self.critic_target, obs, actions).min(0).values  # [B]
-            next_v = self.value(batch["next_observations"]).squeeze(-1)
+            next_v = self.value(batch["next_observations"]).squeeze(-1).float()
             target = batch["rewards"] + (1 - batch["dones"]) * c.gamma * next_v
-        advantage = target_q - self.value(obs).squeeze(-1)
+        with self.autocast():
+            advantage = target_q - self.value(obs).squeeze(-1).float()
         value_loss = expectile_loss(advantage, c.expectile)
         self.value_opt.zero_grad(set_to_none=True)
         value_loss.backward()
         self.value_opt.step()
 
-        q = q_values(self.critic, obs, actions)  # [2, B]
+        with self.autocast():
+            q = q_values(self.critic, obs, actions)  # [2, B]
         critic_loss = F.mse_loss(q, target.expand_as(q), reduction="none").mean(1).sum() / 2
         self.critic_opt.zero_grad(set_to_none=True)
         critic_loss.backward()
         self.critic_opt.step()
         soft_update(self.critic_target, self.critic, c.tau)
 
-        actor_loss = awr_loss(
-            self.actor.log_prob(obs, actions), advantage, c.temperature, c.max_weight
-        )
+        with self.autocast():
+            log_prob = self.actor.log_prob(obs, actions)
+        actor_loss = awr_loss(log_prob, advantage, c.temperature, c.max_weight)
         self.actor_opt.zero_grad(set_to_none=True)
         actor_loss.backward()
         self.actor_opt.step()
         return {
-            "value_loss": value_loss.item(),
-            "critic_loss": critic_loss.item(),
-            "actor_loss": actor_loss.item(),
-            "advantage_mean": advantage.mean().item(),
+            "value_loss": value_loss.detach(),
+            "critic_loss": critic_loss.detach(),
+            "actor_loss": actor_loss.detach(),
+            "advantage_mean": advantage.detach().mean(),
         }
 
     @torch.no_grad()

@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ssorl_train.algos.base import Algorithm, q_values, twin_critic
-from ssorl_train.common import mlp, soft_update
+from ssorl_train.algos.base import Algorithm, Metrics
+from ssorl_train.common import adam, mlp, q_values, soft_update, twin_critic
 
 
 @dataclass(frozen=True)
@@ -42,45 +42,61 @@ def td3bc_actor_loss(
 
 class TD3BC(Algorithm):
     _state_names = ("actor", "actor_target", "critic", "critic_target", "actor_opt", "critic_opt")
+    _step_names = ("_critic_step", "_actor_step")
 
     def __init__(
-        self, config: TD3BCConfig, obs_dim: int, act_dim: int, device: torch.device
+        self,
+        config: TD3BCConfig,
+        obs_dim: int,
+        act_dim: int,
+        device: torch.device,
+        precision: str = "fp32",
     ) -> None:
-        super().__init__(device)
+        super().__init__(device, precision)
         self.config = config
         self.actor = nn.Sequential(mlp(obs_dim, act_dim, config.hidden_dim), nn.Tanh()).to(device)
         self.critic = twin_critic(obs_dim, act_dim, config.hidden_dim, 2).to(device)
         self.actor_target = copy.deepcopy(self.actor).requires_grad_(False)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
-        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=config.actor_lr)
-        self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=config.critic_lr)
+        self.actor_opt = adam(self.actor.parameters(), config.actor_lr, device)
+        self.critic_opt = adam(self.critic.parameters(), config.critic_lr, device)
 
-    def update(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
-        c = self.config
-        obs, actions = batch["observations"], batch["actions"]  # [B, D], [B, A]
+    def update(self, batch: dict[str, torch.Tensor]) -> Metrics:
         self.step += 1
-        with torch.no_grad():
+        metrics = self._critic_step(batch)
+        if self.step % self.config.policy_freq == 0:
+            metrics |= self._actor_step(batch["observations"], batch["actions"])
+        return metrics
+
+    def _critic_step(self, batch: dict[str, torch.Tensor]) -> Metrics:
+        c = self.config
+        obs, actions, next_obs = batch["observations"], batch["actions"], batch["next_observations"]
+        with torch.no_grad(), self.autocast():
             noise = (torch.randn_like(actions) * c.policy_noise).clamp(-c.noise_clip, c.noise_clip)
-            next_actions = (self.actor_target(batch["next_observations"]) + noise).clamp(-1, 1)
-            target_q = q_values(self.critic_target, batch["next_observations"], next_actions)
+            next_actions = (self.actor_target(next_obs).float() + noise).clamp(-1, 1)
+            target_q = q_values(self.critic_target, next_obs, next_actions)
             target = batch["rewards"] + (1 - batch["dones"]) * c.gamma * target_q.min(0).values
-        q = q_values(self.critic, obs, actions)  # [2, B]
+        with self.autocast():
+            q = q_values(self.critic, obs, actions)  # [2, B]
         critic_loss = F.mse_loss(q, target.expand_as(q), reduction="none").mean(1).sum()
         self.critic_opt.zero_grad(set_to_none=True)
         critic_loss.backward()
         self.critic_opt.step()
-        metrics = {"critic_loss": critic_loss.item(), "q_mean": q.mean().item()}
-        if self.step % c.policy_freq == 0:
-            policy_actions = self.actor(obs)
-            q_pi = self.critic[0](torch.cat([obs, policy_actions], -1)).squeeze(-1)
-            actor_loss = td3bc_actor_loss(q_pi, policy_actions, actions, c.alpha)
-            self.actor_opt.zero_grad(set_to_none=True)
-            actor_loss.backward()
-            self.actor_opt.step()
-            soft_update(self.critic_target, self.critic, c.tau)
-            soft_update(self.actor_target, self.actor, c.tau)
-            metrics["actor_loss"] = actor_loss.item()
-        return metrics
+        return {"critic_loss": critic_loss.detach(), "q_mean": q.detach().mean()}
+
+    def _actor_step(self, obs: torch.Tensor, actions: torch.Tensor) -> Metrics:
+        """The delayed actor update (Q of the first critic only) and the target updates."""
+        c = self.config
+        with self.autocast():
+            policy_actions = self.actor(obs).float()
+            q_pi = q_values(self.critic, obs, policy_actions, members=1)[0]
+        actor_loss = td3bc_actor_loss(q_pi, policy_actions, actions, c.alpha)
+        self.actor_opt.zero_grad(set_to_none=True)
+        actor_loss.backward()
+        self.actor_opt.step()
+        soft_update(self.critic_target, self.critic, c.tau)
+        soft_update(self.actor_target, self.actor, c.tau)
+        return {"actor_loss": actor_loss.detach()}
 
     @torch.no_grad()
     def act(self, obs: torch.Tensor) -> torch.Tensor:

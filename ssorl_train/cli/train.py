@@ -4,11 +4,13 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import click
 
 from ssorl_data.cli.boundary import renamed_option
 from ssorl_data.cli.options import click_type, set_threads, threads_option
+from ssorl_train.common import PRECISIONS
 from ssorl_train.dataset import MODES, VIEW_ARGS
 from ssorl_train.evaluate import EVAL_ARGS
 from ssorl_train.loop import LOOP_FIELDS
@@ -48,6 +50,16 @@ from ssorl_train.loop import LOOP_FIELDS
 )
 @click.option("--out", "out_dir", type=click.Path(), required=True, help="Run directory.")
 @click.option(
+    "--cache",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Training cache directory: the view decompressed once into memory-mapped files, "
+    "reused while the store, split and relabel run are unchanged (default: OUT/cache).",
+)
+@click.option(
+    "--no-cache", is_flag=True, help="Read the view into RAM instead (no training cache)."
+)
+@click.option(
     "--eval-every",
     type=click_type(LOOP_FIELDS["eval_every"]),
     default=10_000,
@@ -85,6 +97,20 @@ from ssorl_train.loop import LOOP_FIELDS
 )
 @click.option("--device", default=None, help="torch device (default: cuda if present, else cpu).")
 @click.option(
+    "--precision",
+    type=click.Choice(list(PRECISIONS)),
+    default="fp32",
+    help="bf16: forward passes in bfloat16 under autocast (weights, optimizer, losses and "
+    "targets stay fp32). A run resumes only in its own precision.",
+)
+@click.option(
+    "--compile",
+    "compile_steps",
+    is_flag=True,
+    help="torch.compile each update step (compiles during the first steps, then faster; "
+    "needs a C++ compiler on CPU).",
+)
+@click.option(
     "--set",
     "overrides",
     multiple=True,
@@ -104,6 +130,8 @@ def train(
     weight_beta: float | None,
     steps: int,
     out_dir: str,
+    cache: str | None,
+    no_cache: bool,
     eval_every: int,
     eval_episodes: int,
     checkpoint_every: int,
@@ -113,6 +141,8 @@ def train(
     overwrite: bool,
     seed: int,
     device: str | None,
+    precision: str,
+    compile_steps: bool,
     overrides: tuple[str, ...],
     threads: int | None,
     quiet: bool,
@@ -122,7 +152,10 @@ def train(
     Defaults are the published D4RL hyperparameters of each algorithm. The run directory
     gets log.csv, eval.csv, TensorBoard events (tb/), checkpoint.{safetensors,json} and
     summary.json; `--resume` continues a killed run bit for bit. Import a D4RL or
-    Minari dataset into a store first with `ssorl data import`.
+    Minari dataset into a store first with `ssorl data import`. Training samples from a
+    training cache (OUT/cache unless --cache DIR): the view is written there once, a few
+    chunks at a time, and memory-mapped, so a store larger than RAM trains (the page
+    cache holds the hot rows; the disk needs the decompressed view's size).
     Python API: ssorl_train.dataset.load_training_data and ssorl_train.loop.train.
     """
     from ssorl_train import loop
@@ -140,8 +173,15 @@ def train(
         checkpoint_every=checkpoint_every,
         log_every=log_every,
         env_id=env_id,
+        precision=precision,
+        compile=compile_steps,
     )
-    data = load_training_data(store, mode, split, relabel, drop_uncertain, weight_beta)
+    if no_cache and cache:
+        raise click.BadParameter("pass --cache DIR or --no-cache, not both.", param_hint="--cache")
+    cache_dir = None if no_cache else Path(cache or Path(out_dir) / "cache")
+    data = load_training_data(
+        store, mode, split, relabel, drop_uncertain, weight_beta, cache_dir, not quiet
+    )
     summary = loop.train(
         data,
         algo,

@@ -40,7 +40,8 @@ Keys left out take the defaults shown.
 [relabel]   name = "idm" (relabels/NAME in the store), batch_size = 8192
 [train]     algo = "td3bc" | "iql" | "cql" | "dt", modes = ["full", "semi-supervised",
             "labelled-only"], steps = 10000, seeds = [0], overrides = {alpha = 2.5},
-            drop_uncertain = 0.0, log_every = 1000
+            drop_uncertain = 0.0, log_every = 1000, precision = "fp32" | "bf16",
+            compile = false (`ssorl train --precision/--compile`)
 [eval]      eval_episodes = 10, eval_every = 0 (steps between evaluations; 0: at the end only)
 """
 
@@ -57,9 +58,13 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "overrides": {},
         "drop_uncertain": 0.0,
         "log_every": 1000,
-    },
+    },  # plus the optional OPTIONAL_TRAIN keys
     "eval": {"eval_episodes": 10, "eval_every": 0},  # the names of LoopConfig and `ssorl train`
 }
+# [train] keys added after pipelines were first stamped: filled in only where they differ
+# from these defaults, so a config that leaves them out keeps its stamps' hashes (its agents
+# are not retrained) and one that writes the default down hashes the same
+OPTIONAL_TRAIN: dict[str, Any] = {"precision": "fp32", "compile": False}
 # the type (and range) of every key but [idm]'s (IdmTrainConfig's own, see `key_types`);
 # keys that are fields of LoopConfig or of the dataset view take their limits from there
 TYPES: dict[str, dict[str, Expect]] = {
@@ -77,7 +82,8 @@ TYPES: dict[str, dict[str, Expect]] = {
     },
     "relabel": {"name": Expect(str), "batch_size": Expect(int, min=1)},
     "train": {"algo": Expect(str), "modes": Expect(str, many=True), "overrides": Expect(dict),
-              "seeds": Expect(int, min=0, many=True)},
+              "seeds": Expect(int, min=0, many=True), "precision": Expect(str),
+              "compile": Expect(bool)},
     "eval": {},
 }  # fmt: skip
 
@@ -154,6 +160,7 @@ class PipelineConfig:
             given = dict(raw.get(name, {}))
             known = set(defaults) | {
                 "data": {"source", "env_id"},
+                "train": set(OPTIONAL_TRAIN),
                 "idm": set(IdmTrainConfig.__dataclass_fields__),
             }.get(name, set())
             check_keys(where, name, given, known)
@@ -168,12 +175,27 @@ class PipelineConfig:
                 f"Got {sorted(bad_modes)!r}."
             )
         make_config(sections["train"]["algo"], sections["train"]["overrides"], parse_strings=False)
+        _check_optional_train(where, sections["train"])
         idm = sections["idm"] | {"hidden": tuple(sections["idm"]["hidden"])}
         sections["idm"] = asdict(IdmTrainConfig(**idm))
         return cls(**sections)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def _check_optional_train(where: str, train: dict[str, Any]) -> None:
+    """A known precision; OPTIONAL_TRAIN keys equal to their default are dropped (see there)."""
+    from ssorl_train.common import PRECISIONS
+
+    if train.get("precision", "fp32") not in PRECISIONS:
+        raise PipelineConfigError(
+            f"{where}: [train] precision must be one of {list(PRECISIONS)!r}. "
+            f"Got {train['precision']!r}."
+        )
+    for key, default in OPTIONAL_TRAIN.items():
+        if key in train and train[key] == default:
+            del train[key]
 
 
 def read_toml(path: str | Path) -> dict[str, Any]:
