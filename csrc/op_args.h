@@ -6,10 +6,28 @@
 #pragma once
 
 #include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
 
 #include <cstdint>
 
 namespace ssorl {
+
+// Runs the lambda __VA_ARGS__ with `scalar_t` bound to the observations' element
+// type: float (float32 rows) or uint8_t (uint8 rows, e.g. image frames). One loop
+// in the source, one instantiation per dtype; check_observations has refused others.
+#define SSORL_DISPATCH_OBSERVATIONS(TYPE, NAME, ...)          \
+  AT_DISPATCH_SWITCH(TYPE, NAME,                              \
+                     AT_DISPATCH_CASE(at::kFloat, __VA_ARGS__) \
+                     AT_DISPATCH_CASE(at::kByte, __VA_ARGS__))
+
+inline void check_placement(const at::Tensor& t, const char* op, const char* name,
+                            c10::DeviceType device) {
+  TORCH_CHECK_VALUE(t.device().type() == device, "ssorl.", op, ": expected ", name, " on ",
+                    device, ". Got ", t.device(), " instead; move all arguments to one device.");
+  TORCH_CHECK_VALUE(t.is_contiguous(), "ssorl.", op, ": expected ", name,
+                    " to be contiguous. Got strides ", t.strides(),
+                    " instead; call .contiguous() first.");
+}
 
 inline void check_tensor(const at::Tensor& t, const char* op, const char* name,
                          at::ScalarType dtype, int64_t dim, c10::DeviceType device) {
@@ -17,11 +35,22 @@ inline void check_tensor(const at::Tensor& t, const char* op, const char* name,
                     dtype, ". Got ", t.scalar_type(), " instead.");
   TORCH_CHECK_VALUE(t.dim() == dim, "ssorl.", op, ": expected ", name, " with ", dim,
                     " dimensions. Got shape ", t.sizes(), " instead.");
-  TORCH_CHECK_VALUE(t.device().type() == device, "ssorl.", op, ": expected ", name, " on ",
-                    device, ". Got ", t.device(), " instead; move all arguments to one device.");
-  TORCH_CHECK_VALUE(t.is_contiguous(), "ssorl.", op, ": expected ", name,
-                    " to be contiguous. Got strides ", t.strides(),
-                    " instead; call .contiguous() first.");
+  check_placement(t, op, name, device);
+}
+
+// Observations [R, *obs_shape], float32 or uint8. The kernels read them as R rows of
+// D = prod(obs_shape) values (a contiguous tensor is that already), so N-d frames need
+// no copy. Returns D.
+inline int64_t check_observations(const at::Tensor& t, const char* op, c10::DeviceType device) {
+  TORCH_CHECK_VALUE(t.scalar_type() == at::kFloat || t.scalar_type() == at::kByte, "ssorl.", op,
+                    ": expected observations of dtype Float or Byte. Got ", t.scalar_type(),
+                    " instead.");
+  TORCH_CHECK_VALUE(t.dim() >= 2, "ssorl.", op,
+                    ": expected observations with at least 2 dimensions. Got shape ", t.sizes(),
+                    " instead.");
+  check_placement(t, op, "observations", device);
+  const auto shape = t.sizes();
+  return c10::multiply_integers(shape.begin() + 1, shape.end());
 }
 
 inline void check_size(const at::Tensor& t, const char* op, const char* name, int64_t dim,
@@ -33,7 +62,7 @@ inline void check_size(const at::Tensor& t, const char* op, const char* name, in
 // Sizes of a checked ssorl::idm_windows call.
 struct IdmWindowsSizes {
   int64_t R;  // observation rows (N + E: each episode has one final observation more)
-  int64_t D;  // observation dim
+  int64_t D;  // observation dim: the product of the observation shape
   int64_t E;  // episodes
   int64_t B;  // samples
   int64_t W;  // window rows, k + 2
@@ -47,7 +76,7 @@ inline IdmWindowsSizes check_idm_windows_args(
     const at::Tensor& std, int64_t k, const at::Tensor& out, const at::Tensor& valid,
     c10::DeviceType device) {
   constexpr const char* kOp = "idm_windows";
-  check_tensor(observations, kOp, "observations", at::kFloat, 2, device);
+  const int64_t D = check_observations(observations, kOp, device);
   check_tensor(step_start, kOp, "step_start", at::kLong, 1, device);
   check_tensor(lengths, kOp, "lengths", at::kLong, 1, device);
   check_tensor(episode_index, kOp, "episode_index", at::kLong, 1, device);
@@ -57,8 +86,8 @@ inline IdmWindowsSizes check_idm_windows_args(
   check_tensor(out, kOp, "out", at::kFloat, 3, device);
   check_tensor(valid, kOp, "valid", at::kBool, 2, device);
   TORCH_CHECK_VALUE(k >= 0, "ssorl.", kOp, ": expected k >= 0 past states. Got ", k, " instead.");
-  const IdmWindowsSizes n{observations.size(0), observations.size(1), step_start.size(0),
-                          episode_index.size(0), k + 2};
+  const IdmWindowsSizes n{observations.size(0), D, step_start.size(0), episode_index.size(0),
+                          k + 2};
   check_size(lengths, kOp, "lengths", 0, n.E, "one length per episode");
   check_size(step_index, kOp, "step_index", 0, n.B, "one step per sample");
   check_size(mean, kOp, "mean", 0, n.D, "observation dim");
@@ -74,7 +103,7 @@ inline IdmWindowsSizes check_idm_windows_args(
 // Sizes of a checked ssorl::subtrajectories call.
 struct SubtrajectoriesSizes {
   int64_t R;  // observation rows (N + E)
-  int64_t D;  // observation dim
+  int64_t D;  // observation dim: the product of the observation shape
   int64_t N;  // steps (rows of actions and returns_to_go)
   int64_t A;  // action dim
   int64_t E;  // episodes
@@ -91,7 +120,7 @@ inline SubtrajectoriesSizes check_subtrajectories_args(
     const at::Tensor& states_out, const at::Tensor& actions_out, const at::Tensor& rtg_out,
     const at::Tensor& timesteps_out, const at::Tensor& mask_out, c10::DeviceType device) {
   constexpr const char* kOp = "subtrajectories";
-  check_tensor(observations, kOp, "observations", at::kFloat, 2, device);
+  const int64_t D = check_observations(observations, kOp, device);
   check_tensor(actions, kOp, "actions", at::kFloat, 2, device);
   check_tensor(returns_to_go, kOp, "returns_to_go", at::kFloat, 1, device);
   check_tensor(step_start, kOp, "step_start", at::kLong, 1, device);
@@ -107,9 +136,8 @@ inline SubtrajectoriesSizes check_subtrajectories_args(
   check_tensor(mask_out, kOp, "mask_out", at::kBool, 2, device);
   TORCH_CHECK_VALUE(context >= 1, "ssorl.", kOp, ": expected context >= 1 steps. Got ", context,
                     " instead.");
-  const SubtrajectoriesSizes n{observations.size(0), observations.size(1), actions.size(0),
-                               actions.size(1),      step_start.size(0),   episode_index.size(0),
-                               context};
+  const SubtrajectoriesSizes n{observations.size(0), D, actions.size(0), actions.size(1),
+                               step_start.size(0),  episode_index.size(0), context};
   check_size(returns_to_go, kOp, "returns_to_go", 0, n.N, "one per step, like actions");
   check_size(lengths, kOp, "lengths", 0, n.E, "one length per episode");
   check_size(start, kOp, "start", 0, n.B, "one start per sample");

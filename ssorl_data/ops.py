@@ -1,9 +1,13 @@
 """Typed wrappers of the ssorl kernels; the only module that calls torch.ops.ssorl.
 
 Every op fills caller-owned output tensors and returns None, so training loops
-reuse their batch buffers. Indices follow the store's arithmetic
-(DESIGN.md "The store"): global step g of episode e has observation row
-g + e and next observation row g + e + 1.
+reuse their batch buffers. The window ops read observations [R, *obs_shape] of
+float32 or uint8 (image frames stay uint8: never converted whole) and write float32
+`(float(x) - mean) / std` with per-dimension mean/std [D], D = prod(obs_shape); their
+outputs are flattened to [B, k+2, D] / [B, K, D]. Every backend reads N-d rows as
+[R, D] without a copy (C++: the contiguous memory itself; numba/torch: a view).
+Indices follow the store's arithmetic (DESIGN.md "The store"): global step g of
+episode e has observation row g + e and next observation row g + e + 1.
 
 The backend (`cpp`, `numba` or `torch`) is chosen once per process on first
 use: the C++ library is built and loaded if possible, else numba with one
@@ -107,7 +111,11 @@ def idm_windows(
     *,
     backend: str | None = None,
 ) -> None:
-    """Fill out [B, k+2, D] with normalised s_{t-k}..s_t, s_{t+1}; valid is False where clamped."""
+    """Fill out [B, k+2, D] with normalised s_{t-k}..s_t, s_{t+1}; valid is False where clamped.
+
+    `observations` [R, *obs_shape] float32 or uint8; D = prod(obs_shape) (windows of
+    frames are flattened: view them as [B, k+2, *obs_shape] where a network wants that).
+    """
     args = (observations, step_start, lengths, episode_index, step_index, mean, std, k, out, valid)
     _run(IDM_WINDOWS, args, backend)
 
@@ -131,7 +139,11 @@ def subtrajectories(
     *,
     backend: str | None = None,
 ) -> None:
-    """Fill left-padded K-step windows from local step `start`: real steps last, pad rows zero."""
+    """Fill left-padded K-step windows from local step `start`: real steps last, pad rows zero.
+
+    `observations` [R, *obs_shape] float32 or uint8; states_out is [B, K, D] float32 with
+    D = prod(obs_shape), normalised like idm_windows.
+    """
     args = (
         observations, actions, returns_to_go, step_start, lengths, episode_index, start, mean,
         std, context, states_out, actions_out, rtg_out, timesteps_out, mask_out,
@@ -163,7 +175,7 @@ def _run(spec: OpSpec, args: Sequence[Any], backend: str | None) -> None:
         return
     sizes = _spec.check_args(spec, args, name, _require)
     kernels = _kernels(name)
-    arrays = _as_backend(name, spec, args)
+    arrays = _as_backend(name, spec, args, sizes)
     named = spec.bind(arrays)
     where, code = _first_bad(spec, kernels, sizes, named)
     if where >= 0:
@@ -235,12 +247,22 @@ def _kernels(backend: str) -> ModuleType:
     return torch_ops
 
 
-def _as_backend(backend: str, spec: OpSpec, args: Sequence[Any]) -> tuple[Any, ...]:
-    """Scalars as their spec's kind; tensors as NumPy views (no copy) for numba, else unchanged."""
+def _as_backend(
+    backend: str, spec: OpSpec, args: Sequence[Any], sizes: dict[str, Any]
+) -> tuple[Any, ...]:
+    """Scalars as their spec's kind; tensors as the kernels' shapes, as NumPy for numba.
+
+    No copy: observations [R, *obs_shape] (checked contiguous) become a [R, D] view, and
+    numba gets NumPy views of the tensors' memory.
+    """
+
+    def tensor(a: _spec.TensorArg, v: Tensor) -> Any:
+        if a.flattens:
+            v = v.view(*v.shape[: len(a.dims) - 1], sizes[a.dims[-1]])
+        return v.detach().numpy() if backend == "numba" else v
+
     return tuple(
-        a.kind(v)
-        if isinstance(a, _spec.ScalarArg)
-        else (v.detach().numpy() if backend == "numba" else v)
+        a.kind(v) if isinstance(a, _spec.ScalarArg) else tensor(a, v)
         for a, v in zip(spec.args, args, strict=True)
     )
 

@@ -11,13 +11,17 @@ every call, so a training loop allocates nothing per batch. **The tensors a
 windowed sampler returns are overwritten by its next `sample()` call**: clone
 them to keep them.
 
-Arrays follow the store's layout (DESIGN.md): observations [N + E, D],
-per-step arrays [N, ...], episode table `step_start`/`lengths` [E] int64.
-NumPy arrays are wrapped without copying.
+Arrays follow the store's layout (DESIGN.md): observations [N + E, *obs_shape]
+float32 or uint8 (image frames stay uint8; only the batch is normalised to
+float32), per-step arrays [N, ...], episode table `step_start`/`lengths` [E]
+int64. NumPy arrays (memory-maps included) are wrapped without copying. Batches
+are flattened: windows [B, k+2, D] and states [B, K, D] with D = prod(obs_shape),
+normalised by per-dimension mean/std [D].
 """
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import numpy as np
@@ -27,6 +31,7 @@ from torch import Tensor
 from ssorl_data import ops
 from ssorl_data.episode_index import EpisodeIndex
 from ssorl_data.errors import KernelInputError
+from ssorl_data.kernels.spec import OBSERVATION_DTYPES
 
 ArrayLike = Tensor | np.ndarray
 
@@ -45,6 +50,18 @@ def _tensor(x: ArrayLike, dtype: torch.dtype, name: str) -> Tensor:
     if t.dtype != dtype:
         raise KernelInputError(f"Expected {name} of dtype {dtype}. Got {t.dtype} instead.")
     return t.contiguous()
+
+
+def _observations(x: ArrayLike) -> tuple[Tensor, int]:
+    """(observations as a tensor sharing memory, D): float32 or uint8 rows of any shape."""
+    t = torch.as_tensor(x)
+    if t.dtype not in OBSERVATION_DTYPES or t.dim() < 2:
+        raise KernelInputError(
+            f"Expected observations [rows, *obs_shape] of dtype "
+            f"{' or '.join(map(str, OBSERVATION_DTYPES))}. Got {t.dtype} of shape "
+            f"{tuple(t.shape)} instead."
+        )
+    return t.contiguous(), math.prod(t.shape[1:])
 
 
 def _generator(seed: int | None, generator: torch.Generator | None) -> torch.Generator:
@@ -183,7 +200,7 @@ class StepSampler:
 class IdmBatch(NamedTuple):
     """One IDM batch; every tensor is a buffer the sampler overwrites on its next call."""
 
-    windows: Tensor  # [B, k + 2, D] float32: s_{t-k} .. s_t, s_{t+1}, normalised
+    windows: Tensor  # [B, k + 2, D] float32: s_{t-k} .. s_t, s_{t+1}, normalised, flattened
     valid: Tensor  # [B, k + 2] bool: False where a past row was clamped to the episode start
     actions: Tensor | None  # [B, A] float32 action at s_t, when the sampler was given actions
     action_mask: Tensor | None  # [B] bool, when the sampler was given an action mask
@@ -216,13 +233,16 @@ class IdmWindowSampler:
         generator: torch.Generator | None = None,
         backend: str | None = None,
     ) -> None:
-        """`mean`/`std` [D] normalise observations (default: none); `backend` forces one."""
+        """`mean`/`std` [D] normalise observations (default: none); `backend` forces one.
+
+        `observations` [N + E, *obs_shape] float32 or uint8 stays as given (no float32
+        copy of the corpus); only each batch's windows are float32.
+        """
         self.steps = StepSampler(
             step_start, lengths, episodes=episodes, step_mask=step_mask, seed=seed,
             generator=generator,
         )  # fmt: skip
-        self.observations = _tensor(observations, torch.float32, "observations")
-        n_dim = self.observations.shape[1]
+        self.observations, n_dim = _observations(observations)
         self.mean = torch.zeros(n_dim) if mean is None else _tensor(mean, torch.float32, "mean")
         self.std = torch.ones(n_dim) if std is None else _tensor(std, torch.float32, "std")
         self.actions = None if actions is None else _tensor(actions, torch.float32, "actions")
@@ -263,7 +283,7 @@ class IdmWindowSampler:
 class SubtrajectoryBatch(NamedTuple):
     """One sequence-model batch; every tensor is a buffer overwritten by the next call."""
 
-    states: Tensor  # [B, K, D] float32, normalised, left-padded with zeros
+    states: Tensor  # [B, K, D] float32, normalised, flattened, left-padded with zeros
     actions: Tensor  # [B, K, A] float32
     returns_to_go: Tensor  # [B, K] float32
     timesteps: Tensor  # [B, K] int64 local step index within the episode
@@ -305,9 +325,9 @@ class SubtrajectorySampler:
             step_start, lengths, episodes=episodes, step_mask=step_mask, weights=weights,
             seed=seed, generator=generator,
         )  # fmt: skip
-        self.observations = _tensor(observations, torch.float32, "observations")
+        self.observations, n_dim = _observations(observations)
         self.actions = _tensor(actions, torch.float32, "actions")
-        n_dim, n_act = self.observations.shape[1], self.actions.shape[1]
+        n_act = self.actions.shape[1]
         if returns_to_go is not None:
             self.returns_to_go = _tensor(returns_to_go, torch.float32, "returns_to_go")
         elif rewards is not None:

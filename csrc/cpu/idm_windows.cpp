@@ -1,4 +1,5 @@
-// CPU kernel of ssorl::idm_windows: gather + normalise IDM windows in one pass.
+// CPU kernel of ssorl::idm_windows: gather + normalise IDM windows in one pass, from
+// float32 or uint8 observation rows (one loop, instantiated per dtype).
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -49,7 +50,6 @@ void idm_windows_cpu(const at::Tensor& observations, const at::Tensor& step_star
   // Plain locals, not structured bindings: C++17 lambdas cannot capture those.
   const int64_t R = sz.R, D = sz.D, E = sz.E, B = sz.B, W = sz.W;
 
-  const float* X = observations.data_ptr<float>();
   const int64_t* ss = step_start.data_ptr<int64_t>();
   const int64_t* len = lengths.data_ptr<int64_t>();
   const int64_t* ei = episode_index.data_ptr<int64_t>();
@@ -63,42 +63,45 @@ void idm_windows_cpu(const at::Tensor& observations, const at::Tensor& step_star
 
   // About 32 KiB of output per task: enough work to amortise scheduling.
   const int64_t grain = std::max<int64_t>(1, 8192 / std::max<int64_t>(1, W * D));
-  at::parallel_for(0, B, grain, [&](int64_t b0, int64_t b1) {
-    for (int64_t b = b0; b < b1; ++b) {
-      const int64_t a = b + kPrefetchAhead;
-      if (a < b1 && ei[a] >= 0 && ei[a] < E) {
-        // Prefetch never faults, so an unchecked step here is harmless.
-        const int64_t lo = std::max(si[a] + ei[a] - k, ss[ei[a]] + ei[a]);
-        const char* p = reinterpret_cast<const char*>(X + lo * D);
-        const char* end = reinterpret_cast<const char*>(X + (si[a] + ei[a] + 2) * D);
-        for (; p < end; p += 64) __builtin_prefetch(p);
-        __builtin_prefetch(end - 1);
+  SSORL_DISPATCH_OBSERVATIONS(observations.scalar_type(), kOp, [&] {
+    const scalar_t* X = observations.data_ptr<scalar_t>();
+    at::parallel_for(0, B, grain, [&](int64_t b0, int64_t b1) {
+      for (int64_t b = b0; b < b1; ++b) {
+        const int64_t a = b + kPrefetchAhead;
+        if (a < b1 && ei[a] >= 0 && ei[a] < E) {
+          // Prefetch never faults, so an unchecked step here is harmless.
+          const int64_t lo = std::max(si[a] + ei[a] - k, ss[ei[a]] + ei[a]);
+          const char* p = reinterpret_cast<const char*>(X + lo * D);
+          const char* end = reinterpret_cast<const char*>(X + (si[a] + ei[a] + 2) * D);
+          for (; p < end; p += 64) __builtin_prefetch(p);
+          __builtin_prefetch(end - 1);
+        }
+        const int64_t e = ei[b];
+        const int64_t g = si[b];
+        if (e < 0 || e >= E || ss[e] < 0 || g < ss[e] || g >= ss[e] + len[e] || g + e + 1 >= R) {
+          record_bad_sample(first_bad, b);
+          continue;
+        }
+        const int64_t first_row = ss[e] + e;  // observation row of the episode's s_0
+        const int64_t row_t = g + e;          // observation row of s_t
+        float* y = Y + b * W * D;
+        bool* v = V + b * W;
+        if (row_t - k >= first_row) {
+          // The common case: the whole window lies in the episode, W consecutive rows.
+          normalise(X + (row_t - k) * D, mu_w.data(), sd_w.data(), y, W * D);
+          std::fill(v, v + W, true);
+          continue;
+        }
+        for (int64_t w = 0; w < W; ++w) {
+          // w = 0 .. k are s_{t-k} .. s_t; w = k + 1 is s_{t+1}.
+          int64_t row = row_t - k + w;
+          const bool inside = row >= first_row;
+          row = inside ? row : first_row;
+          v[w] = inside;
+          normalise(X + row * D, mu, sd, y + w * D, D);
+        }
       }
-      const int64_t e = ei[b];
-      const int64_t g = si[b];
-      if (e < 0 || e >= E || ss[e] < 0 || g < ss[e] || g >= ss[e] + len[e] || g + e + 1 >= R) {
-        record_bad_sample(first_bad, b);
-        continue;
-      }
-      const int64_t first_row = ss[e] + e;  // observation row of the episode's s_0
-      const int64_t row_t = g + e;          // observation row of s_t
-      float* y = Y + b * W * D;
-      bool* v = V + b * W;
-      if (row_t - k >= first_row) {
-        // The common case: the whole window lies in the episode, W consecutive rows.
-        normalise(X + (row_t - k) * D, mu_w.data(), sd_w.data(), y, W * D);
-        std::fill(v, v + W, true);
-        continue;
-      }
-      for (int64_t w = 0; w < W; ++w) {
-        // w = 0 .. k are s_{t-k} .. s_t; w = k + 1 is s_{t+1}.
-        int64_t row = row_t - k + w;
-        const bool inside = row >= first_row;
-        row = inside ? row : first_row;
-        v[w] = inside;
-        normalise(X + row * D, mu, sd, y + w * D, D);
-      }
-    }
+    });
   });
   if (first_bad.load() < B) {
     check_samples(R, E, ss, len, ei, si, B);

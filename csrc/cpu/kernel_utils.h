@@ -22,11 +22,13 @@ inline std::vector<float> tile(const float* stats, int64_t D, int64_t rows) {
   return tiled;
 }
 
-// y[j] = (x[j] - mu[j]) / sd[j]: float32 subtract then divide, as in every backend.
-inline void normalise(const float* __restrict x, const float* __restrict mu,
+// y[j] = (float(x[j]) - mu[j]) / sd[j]: the value as float32 (exact for uint8), then a
+// float32 subtract and a divide, as in every backend. For float rows the cast is a no-op.
+template <typename T>
+inline void normalise(const T* __restrict x, const float* __restrict mu,
                       const float* __restrict sd, float* __restrict y, int64_t n) {
   for (int64_t j = 0; j < n; ++j) {
-    y[j] = (x[j] - mu[j]) / sd[j];
+    y[j] = (static_cast<float>(x[j]) - mu[j]) / sd[j];
   }
 }
 

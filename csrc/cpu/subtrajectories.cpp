@@ -1,5 +1,6 @@
 // CPU kernel of ssorl::subtrajectories: left-padded context windows for
-// Decision-Transformer-style models, normalised in the same pass.
+// Decision-Transformer-style models, normalised in the same pass, from float32 or
+// uint8 observation rows (one loop, instantiated per dtype).
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -60,7 +61,6 @@ void subtrajectories_cpu(const at::Tensor& observations, const at::Tensor& actio
   // Plain locals, not structured bindings: C++17 lambdas cannot capture those.
   const int64_t R = sz.R, D = sz.D, N = sz.N, A = sz.A, E = sz.E, B = sz.B, K = sz.K;
 
-  const float* X = observations.data_ptr<float>();
   const float* Act = actions.data_ptr<float>();
   const float* G = returns_to_go.data_ptr<float>();
   const int64_t* ss = step_start.data_ptr<int64_t>();
@@ -78,44 +78,47 @@ void subtrajectories_cpu(const at::Tensor& observations, const at::Tensor& actio
   std::atomic<int64_t> first_bad{B};
 
   const int64_t grain = std::max<int64_t>(1, 8192 / std::max<int64_t>(1, K * (D + A + 4)));
-  at::parallel_for(0, B, grain, [&](int64_t b0, int64_t b1) {
-    for (int64_t b = b0; b < b1; ++b) {
-      const int64_t a = b + kPrefetchAhead;
-      if (a < b1 && ei[a] >= 0 && ei[a] < E) {
-        // Prefetch never faults, so an unchecked start here is harmless.
-        const int64_t n = std::min(K, len[ei[a]] - st[a]);
-        const int64_t g = ss[ei[a]] + st[a];
-        prefetch_range(X + (g + ei[a]) * D, n * D * sizeof(float));
-        prefetch_range(Act + g * A, n * A * sizeof(float));
-        prefetch_range(G + g, n * sizeof(float));
+  SSORL_DISPATCH_OBSERVATIONS(observations.scalar_type(), kOp, [&] {
+    const scalar_t* X = observations.data_ptr<scalar_t>();
+    at::parallel_for(0, B, grain, [&](int64_t b0, int64_t b1) {
+      for (int64_t b = b0; b < b1; ++b) {
+        const int64_t a = b + kPrefetchAhead;
+        if (a < b1 && ei[a] >= 0 && ei[a] < E) {
+          // Prefetch never faults, so an unchecked start here is harmless.
+          const int64_t n = std::min(K, len[ei[a]] - st[a]);
+          const int64_t g = ss[ei[a]] + st[a];
+          prefetch_range(X + (g + ei[a]) * D, n * D * sizeof(scalar_t));
+          prefetch_range(Act + g * A, n * A * sizeof(float));
+          prefetch_range(G + g, n * sizeof(float));
+        }
+        const int64_t e = ei[b];
+        const int64_t t0 = st[b];
+        if (e < 0 || e >= E || t0 < 0 || t0 >= len[e] || ss[e] < 0 || ss[e] + len[e] > N ||
+            ss[e] + len[e] + e > R) {
+          record_bad_sample(first_bad, b);
+          continue;
+        }
+        const int64_t L = std::min(K, len[e] - t0);  // real steps, placed last
+        const int64_t pad = K - L;
+        const int64_t g0 = ss[e] + t0;  // global step of the first real step
+        float* s_b = S + b * K * D;
+        float* a_b = AO + b * K * A;
+        std::memset(s_b, 0, sizeof(float) * pad * D);
+        std::memset(a_b, 0, sizeof(float) * pad * A);
+        std::memset(RO + b * K, 0, sizeof(float) * pad);
+        std::memset(TO + b * K, 0, sizeof(int64_t) * pad);
+        std::memset(M + b * K, 0, sizeof(bool) * pad);
+        normalise(X + (g0 + e) * D, mu_k.data(), sd_k.data(), s_b + pad * D, L * D);
+        std::memcpy(a_b + pad * A, Act + g0 * A, sizeof(float) * L * A);
+        std::memcpy(RO + b * K + pad, G + g0, sizeof(float) * L);
+        int64_t* ts = TO + b * K + pad;
+        bool* m = M + b * K + pad;
+        for (int64_t i = 0; i < L; ++i) {
+          ts[i] = t0 + i;
+          m[i] = true;
+        }
       }
-      const int64_t e = ei[b];
-      const int64_t t0 = st[b];
-      if (e < 0 || e >= E || t0 < 0 || t0 >= len[e] || ss[e] < 0 || ss[e] + len[e] > N ||
-          ss[e] + len[e] + e > R) {
-        record_bad_sample(first_bad, b);
-        continue;
-      }
-      const int64_t L = std::min(K, len[e] - t0);  // real steps, placed last
-      const int64_t pad = K - L;
-      const int64_t g0 = ss[e] + t0;  // global step of the first real step
-      float* s_b = S + b * K * D;
-      float* a_b = AO + b * K * A;
-      std::memset(s_b, 0, sizeof(float) * pad * D);
-      std::memset(a_b, 0, sizeof(float) * pad * A);
-      std::memset(RO + b * K, 0, sizeof(float) * pad);
-      std::memset(TO + b * K, 0, sizeof(int64_t) * pad);
-      std::memset(M + b * K, 0, sizeof(bool) * pad);
-      normalise(X + (g0 + e) * D, mu_k.data(), sd_k.data(), s_b + pad * D, L * D);
-      std::memcpy(a_b + pad * A, Act + g0 * A, sizeof(float) * L * A);
-      std::memcpy(RO + b * K + pad, G + g0, sizeof(float) * L);
-      int64_t* ts = TO + b * K + pad;
-      bool* m = M + b * K + pad;
-      for (int64_t i = 0; i < L; ++i) {
-        ts[i] = t0 + i;
-        m[i] = true;
-      }
-    }
+    });
   });
   if (first_bad.load() < B) {
     check_samples(R, N, E, ss, len, ei, st, B);

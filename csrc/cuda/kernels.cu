@@ -1,5 +1,6 @@
 // CUDA kernels of the ssorl ops. Arithmetic uses explicit round-to-nearest
 // intrinsics so nvcc cannot fuse it into FMAs: results match the CPU backends bit for bit.
+// The window kernels are templates over the observation dtype (ObsT = float or uint8_t).
 #include <cstdint>
 
 #include "kernels.cuh"
@@ -10,8 +11,10 @@ namespace {
 
 constexpr int kThreads = 256;
 
-__device__ __forceinline__ float normalise(float x, float m, float s) {
-  return __fdiv_rn(__fsub_rn(x, m), s);
+// The value as float32 (exact for uint8), then subtract and divide, rounded as on the CPU.
+template <typename ObsT>
+__device__ __forceinline__ float normalise(ObsT x, float m, float s) {
+  return __fdiv_rn(__fsub_rn(static_cast<float>(x), m), s);
 }
 
 __device__ __forceinline__ bool idm_sample_ok(int64_t b, int64_t R, int64_t E,
@@ -25,7 +28,8 @@ __device__ __forceinline__ bool idm_sample_ok(int64_t b, int64_t R, int64_t E,
   return s >= 0 && g >= s && g < s + lengths[e] && g + e + 1 < R;
 }
 
-__global__ void idm_windows_kernel(const float* __restrict__ X, int64_t R, int64_t D,
+template <typename ObsT>
+__global__ void idm_windows_kernel(const ObsT* __restrict__ X, int64_t R, int64_t D,
                                    const int64_t* __restrict__ step_start,
                                    const int64_t* __restrict__ lengths, int64_t E,
                                    const int64_t* __restrict__ episode_index,
@@ -54,8 +58,9 @@ __global__ void idm_windows_kernel(const float* __restrict__ X, int64_t R, int64
   }
 }
 
+template <typename ObsT>
 __global__ void subtrajectories_kernel(
-    const float* __restrict__ X, int64_t R, int64_t D, const float* __restrict__ Act, int64_t N,
+    const ObsT* __restrict__ X, int64_t R, int64_t D, const float* __restrict__ Act, int64_t N,
     int64_t A, const float* __restrict__ G, const int64_t* __restrict__ step_start,
     const int64_t* __restrict__ lengths, int64_t E, const int64_t* __restrict__ episode_index,
     const int64_t* __restrict__ start, int64_t B, const float* __restrict__ mean,
@@ -122,20 +127,22 @@ unsigned int blocks_for(int64_t total) {
 
 }  // namespace
 
-cudaError_t idm_windows_launch(const float* observations, int64_t R, int64_t D,
+template <typename ObsT>
+cudaError_t idm_windows_launch(const ObsT* observations, int64_t R, int64_t D,
                                const int64_t* step_start, const int64_t* lengths, int64_t E,
                                const int64_t* episode_index, const int64_t* step_index, int64_t B,
                                const float* mean, const float* std, int64_t k, float* out,
                                bool* valid, long long* bad_sample, cudaStream_t stream) {
   const int64_t total = B * (k + 2) * D;
   if (total == 0) return cudaSuccess;
-  idm_windows_kernel<<<blocks_for(total), kThreads, 0, stream>>>(
+  idm_windows_kernel<ObsT><<<blocks_for(total), kThreads, 0, stream>>>(
       observations, R, D, step_start, lengths, E, episode_index, step_index, B, mean, std, k, out,
       valid, bad_sample);
   return cudaGetLastError();
 }
 
-cudaError_t subtrajectories_launch(const float* observations, int64_t R, int64_t D,
+template <typename ObsT>
+cudaError_t subtrajectories_launch(const ObsT* observations, int64_t R, int64_t D,
                                    const float* actions, int64_t N, int64_t A,
                                    const float* returns_to_go, const int64_t* step_start,
                                    const int64_t* lengths, int64_t E,
@@ -146,7 +153,7 @@ cudaError_t subtrajectories_launch(const float* observations, int64_t R, int64_t
                                    cudaStream_t stream) {
   const int64_t total = B * K;
   if (total == 0) return cudaSuccess;
-  subtrajectories_kernel<<<blocks_for(total), kThreads, 0, stream>>>(
+  subtrajectories_kernel<ObsT><<<blocks_for(total), kThreads, 0, stream>>>(
       observations, R, D, actions, N, A, returns_to_go, step_start, lengths, E, episode_index,
       start, B, mean, std, K, states_out, actions_out, rtg_out, timesteps_out, mask_out,
       bad_sample);
@@ -161,6 +168,20 @@ cudaError_t returns_to_go_launch(const float* rewards, const int64_t* step_start
                                                                gamma, out);
   return cudaGetLastError();
 }
+
+// The observation dtypes register.cpp dispatches to: float32 and uint8 rows.
+#define SSORL_INSTANTIATE_LAUNCHERS(T)                                                          \
+  template cudaError_t idm_windows_launch<T>(const T*, int64_t, int64_t, const int64_t*,        \
+                                             const int64_t*, int64_t, const int64_t*,           \
+                                             const int64_t*, int64_t, const float*, const float*, \
+                                             int64_t, float*, bool*, long long*, cudaStream_t);  \
+  template cudaError_t subtrajectories_launch<T>(                                               \
+      const T*, int64_t, int64_t, const float*, int64_t, int64_t, const float*, const int64_t*, \
+      const int64_t*, int64_t, const int64_t*, const int64_t*, int64_t, const float*,            \
+      const float*, int64_t, float*, float*, float*, int64_t*, bool*, long long*, cudaStream_t);
+SSORL_INSTANTIATE_LAUNCHERS(float)
+SSORL_INSTANTIATE_LAUNCHERS(uint8_t)
+#undef SSORL_INSTANTIATE_LAUNCHERS
 
 }  // namespace cuda
 }  // namespace ssorl

@@ -13,13 +13,17 @@
 namespace ssorl {
 namespace cuda {
 
-cudaError_t idm_windows_launch(const float* observations, int64_t R, int64_t D,
+// Observation rows are float32 or uint8 (T = float or uint8_t): kernels.cu instantiates
+// both, register.cpp picks one by the observations' dtype.
+template <typename T>
+cudaError_t idm_windows_launch(const T* observations, int64_t R, int64_t D,
                                const int64_t* step_start, const int64_t* lengths, int64_t E,
                                const int64_t* episode_index, const int64_t* step_index, int64_t B,
                                const float* mean, const float* std, int64_t k, float* out,
                                bool* valid, long long* bad_sample, cudaStream_t stream);
 
-cudaError_t subtrajectories_launch(const float* observations, int64_t R, int64_t D,
+template <typename T>
+cudaError_t subtrajectories_launch(const T* observations, int64_t R, int64_t D,
                                    const float* actions, int64_t N, int64_t A,
                                    const float* returns_to_go, const int64_t* step_start,
                                    const int64_t* lengths, int64_t E,

@@ -35,12 +35,15 @@ void idm_windows_cuda(const at::Tensor& observations, const at::Tensor& step_sta
                              std, k, out, valid, c10::DeviceType::CUDA);
   const c10::cuda::CUDAGuard guard(observations.device());
   at::Tensor bad = no_bad_sample(observations);
-  C10_CUDA_CHECK(cuda::idm_windows_launch(
-      observations.data_ptr<float>(), sz.R, sz.D, step_start.data_ptr<int64_t>(),
-      lengths.data_ptr<int64_t>(), sz.E, episode_index.data_ptr<int64_t>(),
-      step_index.data_ptr<int64_t>(), sz.B, mean.data_ptr<float>(), std.data_ptr<float>(), k,
-      out.data_ptr<float>(), valid.data_ptr<bool>(),
-      reinterpret_cast<long long*>(bad.data_ptr<int64_t>()), c10::cuda::getCurrentCUDAStream()));
+  SSORL_DISPATCH_OBSERVATIONS(observations.scalar_type(), kOp, [&] {
+    C10_CUDA_CHECK(cuda::idm_windows_launch<scalar_t>(
+        observations.data_ptr<scalar_t>(), sz.R, sz.D, step_start.data_ptr<int64_t>(),
+        lengths.data_ptr<int64_t>(), sz.E, episode_index.data_ptr<int64_t>(),
+        step_index.data_ptr<int64_t>(), sz.B, mean.data_ptr<float>(), std.data_ptr<float>(), k,
+        out.data_ptr<float>(), valid.data_ptr<bool>(),
+        reinterpret_cast<long long*>(bad.data_ptr<int64_t>()),
+        c10::cuda::getCurrentCUDAStream()));
+  });
   const int64_t b = bad_sample_of(bad);
   TORCH_CHECK_INDEX(b == std::numeric_limits<int64_t>::max(), "ssorl.", kOp, ": sample ", b,
                     " has episode_index ", episode_index[b].item<int64_t>(), " and step_index ",
@@ -60,14 +63,17 @@ void subtrajectories_cuda(const at::Tensor& observations, const at::Tensor& acti
       context, states_out, actions_out, rtg_out, timesteps_out, mask_out, c10::DeviceType::CUDA);
   const c10::cuda::CUDAGuard guard(observations.device());
   at::Tensor bad = no_bad_sample(observations);
-  C10_CUDA_CHECK(cuda::subtrajectories_launch(
-      observations.data_ptr<float>(), sz.R, sz.D, actions.data_ptr<float>(), sz.N, sz.A,
-      returns_to_go.data_ptr<float>(), step_start.data_ptr<int64_t>(),
-      lengths.data_ptr<int64_t>(), sz.E, episode_index.data_ptr<int64_t>(),
-      start.data_ptr<int64_t>(), sz.B, mean.data_ptr<float>(), std.data_ptr<float>(), sz.K,
-      states_out.data_ptr<float>(), actions_out.data_ptr<float>(), rtg_out.data_ptr<float>(),
-      timesteps_out.data_ptr<int64_t>(), mask_out.data_ptr<bool>(),
-      reinterpret_cast<long long*>(bad.data_ptr<int64_t>()), c10::cuda::getCurrentCUDAStream()));
+  SSORL_DISPATCH_OBSERVATIONS(observations.scalar_type(), kOp, [&] {
+    C10_CUDA_CHECK(cuda::subtrajectories_launch<scalar_t>(
+        observations.data_ptr<scalar_t>(), sz.R, sz.D, actions.data_ptr<float>(), sz.N, sz.A,
+        returns_to_go.data_ptr<float>(), step_start.data_ptr<int64_t>(),
+        lengths.data_ptr<int64_t>(), sz.E, episode_index.data_ptr<int64_t>(),
+        start.data_ptr<int64_t>(), sz.B, mean.data_ptr<float>(), std.data_ptr<float>(), sz.K,
+        states_out.data_ptr<float>(), actions_out.data_ptr<float>(), rtg_out.data_ptr<float>(),
+        timesteps_out.data_ptr<int64_t>(), mask_out.data_ptr<bool>(),
+        reinterpret_cast<long long*>(bad.data_ptr<int64_t>()),
+        c10::cuda::getCurrentCUDAStream()));
+  });
   const int64_t b = bad_sample_of(bad);
   TORCH_CHECK_INDEX(b == std::numeric_limits<int64_t>::max(), "ssorl.", kOp, ": sample ", b,
                     " has episode_index ", episode_index[b].item<int64_t>(), " and start ",

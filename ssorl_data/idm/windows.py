@@ -7,6 +7,9 @@ steps themselves, up to k earlier rows of the episode already running at
 `start` (the halo), and each episode's next observation. `RangeWindows` maps
 that slice onto a local episode table and fills the windows with the same
 kernel as training (`ops.idm_windows`), into buffers reused across ranges.
+The rows may be float32 or uint8 of any observation shape ([n, 64, 64, 3] frames
+stay uint8 and are read in place); only the windows are float32, flattened to
+[n, k+2, D] with D = prod(obs_shape).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ class RangeWindows:
     def __init__(
         self, index: EpisodeIndex, k: int, mean: Tensor, std: Tensor, max_steps: int, obs_dim: int
     ) -> None:
+        """`obs_dim` is D, the flattened observation size (prod(obs_shape)), like mean/std."""
         self.index = index  # the store's episode table, or any index of its episodes
         self.k = k
         self.mean, self.std = mean, std
@@ -43,7 +47,8 @@ class RangeWindows:
     def build(self, rows: np.ndarray, start: int, stop: int) -> tuple[Tensor, Tensor]:
         """(windows [n, k+2, D], valid [n, k+2]) from `rows`, the slice `rows(start, stop)`.
 
-        The tensors are views of buffers that the next call overwrites.
+        `rows` [hi - lo, *obs_shape], float32 or uint8, as read from the store (not
+        converted). The tensors are views of buffers that the next call overwrites.
         """
         n = stop - start
         if n > self._windows.shape[0]:
@@ -57,7 +62,7 @@ class RangeWindows:
         episode_index = self.index.episode_of_step(start, stop) - first
         windows, valid = self._windows[:n], self._valid[:n]
         ops.idm_windows(
-            torch.from_numpy(np.ascontiguousarray(rows.reshape(rows.shape[0], -1))),
+            torch.from_numpy(np.ascontiguousarray(rows)),
             torch.from_numpy(local_start - origin),
             torch.from_numpy(local_end - local_start),
             torch.from_numpy(episode_index),

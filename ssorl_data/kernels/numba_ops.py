@@ -5,8 +5,11 @@ the arguments of its op's schema, as NumPy arrays whose dtypes and shapes
 ssorl_data.ops has checked against ssorl_data.kernels.spec; `first_bad_<op>`
 finds the first sample (or episode) with invalid indices, with the inputs the
 spec's `index_inputs` name, so ops can raise before any kernel reads out of bounds.
-Arithmetic is float32 `(x - mean) / std` and a float64 backward accumulation
-for returns-to-go, as in every backend, so results agree bit for bit.
+Arithmetic is float32 `(float32(x) - mean) / std` and a float64 backward accumulation
+for returns-to-go, as in every backend, so results agree bit for bit. Observations
+arrive as [R, D] views (ops flattens N-d rows) of float32 or uint8; numba compiles
+one specialisation per dtype, and the explicit float32 cast keeps uint8 arithmetic in
+float32 (numba would otherwise promote uint8 - float32 to float64).
 """
 
 from __future__ import annotations
@@ -102,7 +105,7 @@ def idm_windows(
                 row = first_row
             valid[b, w] = inside
             for d in range(n_dim):
-                out[b, w, d] = (observations[row, d] - mean[d]) / std[d]
+                out[b, w, d] = (np.float32(observations[row, d]) - mean[d]) / std[d]
 
 
 @numba.njit(parallel=True, cache=True)
@@ -144,7 +147,7 @@ def subtrajectories(
             p = pad + i
             g = g0 + i
             for d in range(n_dim):
-                states_out[b, p, d] = (observations[g + e, d] - mean[d]) / std[d]
+                states_out[b, p, d] = (np.float32(observations[g + e, d]) - mean[d]) / std[d]
             for a in range(n_act):
                 actions_out[b, p, a] = actions[g, a]
             rtg_out[b, p] = returns_to_go[g]

@@ -1,18 +1,21 @@
 """The contract of each ssorl op, written once as a table.
 
 One `OpSpec` per op lists its arguments in the order of its schema (csrc/ops.cpp):
-each tensor's dtype, its dimensions named by size symbols shared with the other
+each tensor's dtypes, its dimensions named by size symbols shared with the other
 arguments (`lengths` is ("E",) like `step_start`), whether the op writes it; each
-scalar's type and lower bound. `check_args` reads that table for the numba and
-torch backends, for the fake kernels (torch.compile, opcheck) and to word an
-error the C++ kernels raised, so a bad call gets the same message whichever
-backend runs it. `index_error` words a bad sample index the same way for every
+scalar's type and lower bound. Observations are float32 or uint8 rows of any shape,
+[R, *obs_shape]: their "D" is the product of obs_shape (the kernels read R rows of D
+values; outputs are flattened, [B, k+2, D] and [B, K, D]). `check_args` reads that
+table for the numba and torch backends, for the fake kernels (torch.compile,
+opcheck) and to word an error the C++ kernels raised, so a bad call gets the same
+message whichever backend runs it. `index_error` words a bad sample index the same way for every
 backend. The C++ checks (csrc/op_args.h) stay to guard the C++ entry itself;
 tests/ops/test_spec.py checks that this table matches the registered schemas.
 """
 
 from __future__ import annotations
 
+import math
 import numbers
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -41,12 +44,22 @@ Require = Callable[[Any, Callable[[], str]], None]
 
 @dataclass(frozen=True)
 class TensorArg:
-    """A tensor argument: dtype, one size symbol per dimension, written by the op or not."""
+    """A tensor argument: dtypes, one size symbol per dimension, written by the op or not."""
 
     name: str
-    dtype: torch.dtype
+    dtypes: tuple[torch.dtype, ...]  # the dtypes accepted (usually one)
     dims: tuple[str, ...]
     written: bool = False  # an output buffer (`Tensor(a!)` in the schema)
+    # The last symbol counts the product of its dimension and all later ones, so the
+    # tensor may have more dimensions than symbols (observations [R, *obs_shape]).
+    flattens: bool = False
+
+    def sizes_of(self, shape: tuple[Any, ...]) -> tuple[Any, ...]:
+        """The tensor's shape as its symbols see it: trailing dimensions multiplied if flattens."""
+        if not self.flattens:
+            return shape
+        last = len(self.dims) - 1
+        return (*shape[:last], math.prod(shape[last:]))
 
 
 @dataclass(frozen=True)
@@ -104,12 +117,15 @@ def _bad_episode(f: BadIndex) -> str:
     )
 
 
-F32, I64, BOOL = torch.float32, torch.int64, torch.bool
+F32, I64, BOOL = (torch.float32,), (torch.int64,), (torch.bool,)
+# Observation rows the window kernels read: float32 features or uint8 (image frames).
+OBSERVATION_DTYPES = (torch.float32, torch.uint8)
+OBSERVATIONS = TensorArg("observations", OBSERVATION_DTYPES, ("R", "D"), flattens=True)
 
 IDM_WINDOWS = OpSpec(
     name="idm_windows",
     args=(
-        TensorArg("observations", F32, ("R", "D")),
+        OBSERVATIONS,
         TensorArg("step_start", I64, ("E",)),
         TensorArg("lengths", I64, ("E",)),
         TensorArg("episode_index", I64, ("B",)),
@@ -141,7 +157,7 @@ IDM_WINDOWS = OpSpec(
 SUBTRAJECTORIES = OpSpec(
     name="subtrajectories",
     args=(
-        TensorArg("observations", F32, ("R", "D")),
+        OBSERVATIONS,
         TensorArg("actions", F32, ("N", "A")),
         TensorArg("returns_to_go", F32, ("N",)),
         TensorArg("step_start", I64, ("E",)),
@@ -232,14 +248,17 @@ def _check_tensor(
         lambda: f"{op}: expected {a.name} to be a torch.Tensor. Got {type(t).__name__} instead.",
     )
     require(
-        t.dtype == a.dtype,
-        lambda: f"{op}: expected {a.name} of dtype {a.dtype}. Got {t.dtype} instead.",
+        t.dtype in a.dtypes,
+        lambda: (
+            f"{op}: expected {a.name} of dtype {' or '.join(map(str, a.dtypes))}. Got "
+            f"{t.dtype} instead."
+        ),
     )
     require(
-        t.dim() == len(a.dims),
+        t.dim() >= len(a.dims) if a.flattens else t.dim() == len(a.dims),
         lambda: (
-            f"{op}: expected {a.name} with {len(a.dims)} dimensions. Got shape "
-            f"{list(t.shape)} instead."
+            f"{op}: expected {a.name} with {'at least ' if a.flattens else ''}{len(a.dims)} "
+            f"dimensions. Got shape {list(t.shape)} instead."
         ),
     )
     require(
@@ -286,11 +305,12 @@ def _check_sizes(
     op: str, a: TensorArg, shape: tuple[Any, ...], sizes: dict[str, Any], require: Require
 ) -> None:
     """Each dimension against the size its symbol has, binding symbols seen the first time."""
+    seen = a.sizes_of(shape)
     for d, symbol in enumerate(a.dims):
-        n = sizes.setdefault(symbol, shape[d])
+        n = sizes.setdefault(symbol, seen[d])
         # require() builds the message at once, inside this iteration: no late binding.
         require(
-            shape[d] == n,
+            seen[d] == n,
             lambda: (
                 f"{op}: expected {a.name}.shape[{d}] == {n} ({SIZES[symbol]}). Got shape "  # noqa: B023
                 f"{list(shape)} instead."

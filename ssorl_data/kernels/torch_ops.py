@@ -3,8 +3,9 @@
 Vectorised indexing; slower than the C++ kernels on CPU but needs no build, runs
 on a GPU without the CUDA extension, and traces under torch.compile as plain
 torch ops. Arithmetic matches the other backends bit for bit: float32
-`(x - mean) / std` as two operations, and returns-to-go accumulated in float64
-as `r + gamma * acc` (a multiply, then an add: never fused).
+`(x - mean) / std` as two operations (uint8 rows are promoted to float32, exactly,
+by the subtraction; ops passes N-d rows as [R, D] views), and returns-to-go
+accumulated in float64 as `r + gamma * acc` (a multiply, then an add: never fused).
 
 Each kernel takes its op's schema arguments and each `first_bad_<op>` returns
 (sample, code) as ssorl_data.kernels.numba_ops does, with (-1, OK) when every

@@ -1,8 +1,18 @@
-"""Plain NumPy references of the ssorl ops, for tests only: slow, obvious, no kernels."""
+"""Plain NumPy references of the ssorl ops, for tests only: slow, obvious, no kernels.
+
+Observations [R, *obs_shape] of any dtype are flattened to [R, D] rows and converted
+to float32 first (exact for uint8), then `(x - mean) / std` in float32: the order of
+arithmetic every backend must reproduce bit for bit.
+"""
 
 from __future__ import annotations
 
 import numpy as np
+
+
+def _rows(observations: np.ndarray) -> np.ndarray:
+    """[R, D] float32 rows of observations [R, *obs_shape]."""
+    return observations.reshape(observations.shape[0], -1).astype(np.float32)
 
 
 def idm_windows(
@@ -16,6 +26,7 @@ def idm_windows(
     k: int,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Windows [B, k+2, D] and valid [B, k+2], one sample at a time."""
+    observations = _rows(observations)
     batch, n_dim = len(episode_index), observations.shape[1]
     out = np.empty((batch, k + 2, n_dim), np.float32)
     valid = np.empty((batch, k + 2), bool)
@@ -42,6 +53,7 @@ def subtrajectories(
     context: int,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Left-padded (states, actions, rtg, timesteps, mask), one sample at a time."""
+    observations = _rows(observations)
     batch, n_dim, n_act = len(episode_index), observations.shape[1], actions.shape[1]
     states = np.zeros((batch, context, n_dim), np.float32)
     acts = np.zeros((batch, context, n_act), np.float32)

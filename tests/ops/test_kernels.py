@@ -1,4 +1,9 @@
-"""Every backend agrees exactly with the NumPy reference, and rejects bad indices."""
+"""Every backend agrees exactly with the NumPy reference, and rejects bad indices.
+
+The window ops are checked for every observation layout (float32 or uint8 rows,
+[R, D] or N-d [R, *obs_shape]): the reference converts to float32 and flattens
+first, and results must be bit-identical to it.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +17,7 @@ from ssorl_data import ops
 from ssorl_data.errors import KernelIndexError, KernelInputError
 
 from . import reference
-from .conftest import Table
+from .conftest import LAYOUTS, Table
 
 SETTINGS = settings(
     max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
@@ -20,11 +25,18 @@ SETTINGS = settings(
 
 
 @st.composite
-def tables(draw: st.DrawFn) -> Table:
-    """Episode tables with length-1 episodes and short ones, so windows overrun episode starts."""
+def tables(draw: st.DrawFn, layout: str = "float32") -> Table:
+    """Episode tables with length-1 episodes and short ones, so windows overrun episode starts.
+
+    Observations have `layout` (conftest.LAYOUTS); N-d ones get 1 to 3 trailing dimensions.
+    """
     lengths = draw(st.lists(st.integers(1, 9), min_size=1, max_size=6))
-    return Table(
-        lengths, draw(st.integers(1, 5)), draw(st.integers(1, 3)), draw(st.integers(0, 99))
+    rank = draw(st.integers(1, 3)) if layout.endswith("-nd") else 1
+    obs_shape = tuple(draw(st.lists(st.integers(1, 4), min_size=rank, max_size=rank)))
+    if not layout.endswith("-nd"):
+        obs_shape = (draw(st.integers(1, 5)),)
+    return Table.of_layout(
+        layout, lengths, obs_shape, draw(st.integers(1, 3)), draw(st.integers(0, 99))
     )
 
 
@@ -38,7 +50,7 @@ def _samples(draw: st.DrawFn, table: Table) -> np.ndarray:
 
 def run_idm(table: Table, steps: np.ndarray, k: int, backend: str) -> tuple[np.ndarray, ...]:
     episodes = table.episode_of_step[steps].astype(np.int64)
-    out = torch.full((len(steps), k + 2, table.observations.shape[1]), np.nan)
+    out = torch.full((len(steps), k + 2, table.n_dim), np.nan)
     valid = torch.ones((len(steps), k + 2), dtype=torch.bool)
     ops.idm_windows(
         table.t("observations"),
@@ -56,9 +68,11 @@ def run_idm(table: Table, steps: np.ndarray, k: int, backend: str) -> tuple[np.n
     return out.numpy(), valid.numpy(), episodes
 
 
+@pytest.mark.parametrize("layout", LAYOUTS)
 @SETTINGS
-@given(data=st.data(), table=tables(), k=st.integers(0, 4))
-def test_idm_windows_match_reference(backend: str, data: st.DataObject, table: Table, k: int):
+@given(data=st.data(), k=st.integers(0, 4))
+def test_idm_windows_match_reference(backend: str, layout: str, data: st.DataObject, k: int):
+    table = data.draw(tables(layout))
     steps = _samples(data.draw, table)
     out, valid, episodes = run_idm(table, steps, k, backend)
     want_out, want_valid = reference.idm_windows(
@@ -79,7 +93,7 @@ def run_subtrajectories(
     table: Table, episodes: np.ndarray, starts: np.ndarray, context: int, backend: str
 ) -> list[np.ndarray]:
     rtg = reference.returns_to_go(table.rewards, table.step_start, table.lengths, 0.99)
-    batch, n_dim, n_act = len(episodes), table.observations.shape[1], table.actions.shape[1]
+    batch, n_dim, n_act = len(episodes), table.n_dim, table.actions.shape[1]
     outs = [
         torch.full((batch, context, n_dim), np.nan),
         torch.full((batch, context, n_act), np.nan),
@@ -104,11 +118,13 @@ def run_subtrajectories(
     return [o.numpy() for o in outs]
 
 
+@pytest.mark.parametrize("layout", LAYOUTS)
 @SETTINGS
-@given(data=st.data(), table=tables(), context=st.integers(1, 12))
+@given(data=st.data(), context=st.integers(1, 12))
 def test_subtrajectories_match_reference(
-    backend: str, data: st.DataObject, table: Table, context: int
+    backend: str, layout: str, data: st.DataObject, context: int
 ):
+    table = data.draw(tables(layout))
     steps = _samples(data.draw, table)
     episodes = table.episode_of_step[steps].astype(np.int64)
     starts = (steps - table.step_start[episodes]).astype(np.int64)
@@ -129,6 +145,30 @@ def test_subtrajectories_match_reference(
     for g, w in zip(got, want, strict=True):
         assert g.dtype == w.dtype
         assert g.tobytes() == w.tobytes()
+
+
+def _as_float32_rows(table: Table) -> Table:
+    """The same table with observations converted to float32 and flattened to [R, D]."""
+    flat = Table([1], 1, 1, 0)
+    flat.__dict__.update(table.__dict__)
+    flat.observations = table.observations.reshape(len(table.observations), -1)
+    flat.observations = flat.observations.astype(np.float32)
+    return flat
+
+
+def test_uint8_frames_equal_their_float32_values(backend: str):
+    """uint8 [R, h, w, c] frames give the bytes the op gives for the same values in float32."""
+    table = Table([1, 5, 3], n_dim=24, n_act=2, seed=9, obs_shape=(2, 4, 3), uint8=True)
+    flat = _as_float32_rows(table)
+    steps = np.arange(table.n_steps, dtype=np.int64)
+    got, want = run_idm(table, steps, 2, backend), run_idm(flat, steps, 2, backend)
+    assert all(a.tobytes() == b.tobytes() for a, b in zip(got, want, strict=True))
+    episodes = table.episode_of_step.astype(np.int64)
+    starts = steps - table.step_start[episodes]
+    got = run_subtrajectories(table, episodes, starts, 4, backend)
+    want = run_subtrajectories(flat, episodes, starts, 4, backend)
+    assert all(a.tobytes() == b.tobytes() for a, b in zip(got, want, strict=True))
+    assert got[0].shape == (table.n_steps, 4, 24)  # flattened states [B, K, D]
 
 
 @SETTINGS

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -142,3 +144,54 @@ def test_subtrajectory_sampler_starts_only_at_masked_positive_weight_steps():
     sampler.sample()
     starts = table.step_start[sampler.episode_index.numpy()] + sampler.start.numpy()
     assert set(starts.tolist()) == {2, 7}
+
+
+def test_samplers_read_uint8_frames_in_place_and_match_reference(backend: str):
+    """uint8 [R, h, w, c] frames are wrapped, not converted; batches are float32 [B, ., D]."""
+    table = Table([1, 6, 3], n_dim=12, n_act=2, seed=12, obs_shape=(2, 2, 3), uint8=True)
+    idm = IdmWindowSampler(
+        table.observations, table.step_start, table.lengths, k=1, batch_size=24,
+        mean=table.mean, std=table.std, actions=table.actions, seed=0, backend=backend,
+    )  # fmt: skip
+    assert idm.observations.dtype == torch.uint8
+    assert idm.observations.data_ptr() == table.observations.ctypes.data  # no copy
+    batch = idm.sample()
+    assert batch.windows.shape == (24, 3, 12) and batch.windows.dtype == torch.float32
+    want, want_valid = reference.idm_windows(
+        table.observations, table.step_start, table.lengths, batch.episode_index.numpy(),
+        batch.step_index.numpy(), table.mean, table.std, 1,
+    )  # fmt: skip
+    assert batch.windows.numpy().tobytes() == want.tobytes()
+    np.testing.assert_array_equal(batch.valid.numpy(), want_valid)
+
+    sub = SubtrajectorySampler(
+        table.observations, table.actions, table.step_start, table.lengths, context=4,
+        batch_size=16, rewards=table.rewards, mean=table.mean, std=table.std, seed=1,
+        backend=backend,
+    )  # fmt: skip
+    assert sub.observations.data_ptr() == table.observations.ctypes.data
+    got = sub.sample()
+    assert got.states.shape == (16, 4, 12)
+    rtg = reference.returns_to_go(table.rewards, table.step_start, table.lengths, 1.0)
+    want = reference.subtrajectories(
+        table.observations, table.actions, rtg, table.step_start, table.lengths,
+        sub.episode_index.numpy(), sub.start.numpy(), table.mean, table.std, 4,
+    )  # fmt: skip
+    for g, w in zip(got, want, strict=True):
+        assert g.numpy().tobytes() == w.tobytes()
+
+
+@pytest.mark.parametrize(
+    ("observations", "words"),
+    [(np.zeros((5, 2)), "Got torch.float64 of shape (5, 2)"),
+     (np.zeros(5, np.uint8), "Got torch.uint8 of shape (5,)")],
+)  # fmt: skip
+def test_samplers_refuse_other_observation_dtypes_and_1d_rows(observations, words: str):
+    table = Table([2, 3], n_dim=2, n_act=1, seed=13)
+    with pytest.raises(KernelInputError, match=re.escape(words)):
+        IdmWindowSampler(observations, table.step_start, table.lengths, k=1, batch_size=2)
+    with pytest.raises(KernelInputError, match="torch.float32 or torch.uint8"):
+        SubtrajectorySampler(
+            observations, table.actions, table.step_start, table.lengths, context=2,
+            batch_size=2, rewards=table.rewards,
+        )  # fmt: skip
