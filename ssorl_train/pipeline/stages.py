@@ -26,7 +26,8 @@ def run_pipeline(
     """Run every stage of `config` into `out`, skipping up-to-date ones; returns the report.
 
     Writes `out/store` (with split `pipeline` and the relabel run), `out/idm`,
-    `out/agents/<mode>-seed<seed>/` and `out/report/` (report.json, report.md, PNGs).
+    `out/agents/<mode>-seed<seed>/`, the agents' training caches `out/cache/<mode>/` and
+    `out/report/` (report.json, report.md, PNGs).
     Each stage's key hashes its config section and the tokens of the stages it reads.
     """
     out = Path(out)
@@ -223,6 +224,8 @@ def _agent(
         None if mode == "full" else SPLIT_NAME,
         relabel_name if mode == "semi-supervised" else None,
         float(train["drop_uncertain"]) if mode == "semi-supervised" else 0.0,
+        cache=run_dir.parent.parent / "cache" / mode,  # out/cache/MODE, shared by the seeds
+        progress=progress,
     )
     steps = int(train["steps"])
     config = loop.LoopConfig(

@@ -111,6 +111,20 @@ def train(tmp: Path, ref: Reference, **kill) -> None:
     tally["train"]["survived"] += 1
 
 
+def train_cache(tmp: Path, ref: Reference, **kill) -> None:
+    """A train killed while it builds its training cache: the build is left in
+    cache/view.staging without a stamp, never read; the rerun builds it again."""
+    out = tmp / "run"
+    args = ["train", ref.relabelled, "--out", out, *TRAIN]
+    _record("train (cache build)", run_killed(args, **kill), "kill_at" in kill)
+    assert (out / "cache" / "view.staging").is_dir()
+    assert not (out / "cache" / "view" / "cache.json").exists()
+    ok([*args, "--resume"])
+    assert not (out / "cache" / "view.staging").exists()
+    same_run(out, ref.run)
+    tally["train (cache build)"]["survived"] += 1
+
+
 def sweep(tmp: Path, sweep_ref: tuple[Path, dict], **kill) -> None:
     config, summary = sweep_ref
     args = ["run", config, "--sweep", "--out", tmp / "out", "--quiet"]
@@ -129,6 +143,7 @@ INJECTED: list[tuple[Callable[..., None], str]] = [
     (relabel, "ssorl_data.store.relabels:RelabelRun.write_chunk:3"),  # 3 of 6 chunks
     (train, "ssorl_train.loop:_save:2"),  # step-100 checkpoint kept, 100 steps to go
     (train, "ssorl_train.checkpoint:_fsync:5"),  # step-100 pair in .tmp files, not renamed in
+    (train_cache, "ssorl_train.view:select_chunk:1"),  # first episode range of the cache
 ]
 
 
