@@ -197,3 +197,24 @@ def test_uint8_frames_stay_uint8_in_the_cache_and_train_td3bc(tmp_path):
     lc = loop.LoopConfig(steps=6, seed=0, eval_every=0, checkpoint_every=0, log_every=3)
     summary = loop.train(data, "td3bc", config, lc, tmp_path / "run", progress=False)
     assert summary["steps"] == 6 and summary["data"]["n_steps"] == 28
+
+
+def test_ssorl_train_caches_in_out_by_default_and_no_cache_trains_the_same(store, tmp_path):
+    from click.testing import CliRunner
+
+    from ssorl_train.checkpoint import load_checkpoint
+    from ssorl_train.cli.main import cli
+
+    args = ["train", str(store), "--algo", "td3bc", "--steps", "6", "--eval-every", "0",
+            "--set", "hidden_dim=16", "--set", "batch_size=8", "--quiet"]  # fmt: skip
+    for out, extra in (("cached", []), ("ram", ["--no-cache"])):
+        result = CliRunner().invoke(cli, [*args, "--out", str(tmp_path / out), *extra])
+        assert result.exit_code == 0, result.output
+    assert (tmp_path / "cached" / "cache" / VIEW / STAMP).is_file()
+    assert not (tmp_path / "ram" / "cache").exists()
+    left, right = (dict(_tensors(load_checkpoint(tmp_path / p / "checkpoint")[0]))
+                   for p in ("cached", "ram"))  # fmt: skip
+    assert all(torch.equal(left[k], right[k]) for k in left)
+    both = CliRunner().invoke(cli, [*args, "--out", str(tmp_path / "x"), "--no-cache",
+                                    "--cache", str(tmp_path / "c")])  # fmt: skip
+    assert both.exit_code == 2 and "not both" in both.output
