@@ -25,9 +25,12 @@ def _stats(values: np.ndarray) -> dict[str, float | None]:
 
 def store_info(store: TrajectoryStore) -> dict[str, Any]:
     """Counts, labelled fractions, return/length statistics, and what each split and relabel
-    run covers (`derived`: "complete" or "stale (covers N of M ...)"), as a JSON-ready dict."""
+    run covers (`derived`: "complete" or "stale (covers N of M ...)"), as a JSON-ready dict.
+
+    Memory: the episode table and one chunk of `action_mask` at a time (counted chunk by
+    chunk), whatever the store's size."""
     table = store.episode_table()
-    n_recorded = int(store.read_steps("action_mask", 0, store.n_steps).sum())
+    n_recorded = sum(int(rows.sum()) for _, rows in store.iter_rows("action_mask"))
     e = table.n_episodes
     return {
         "path": str(store.path),

@@ -82,7 +82,9 @@ def import_command(
     """Import SOURCE (D4RL HDF5, NPZ, Minari or LeRobot v3 dataset) into the store at STORE.
 
     All episodes of SOURCE become visible together: an import that fails or is
-    killed leaves the store as it was. Python API: ssorl_data.io.importing.import_dataset.
+    killed leaves the store as it was. Memory: the source's block being written (D4RL and
+    NPZ files are read in blocks) plus less than one chunk per array, whatever the size
+    of the store appended to. Python API: ssorl_data.io.importing.import_dataset.
     """
     from ssorl_data.io.importing import import_dataset
 
@@ -120,7 +122,8 @@ def info(store, as_json, plot) -> None:
     Each split and relabel run is shown "complete", or "stale (covers N of M
     episodes|steps)" once episodes were appended after it was made (training
     refuses stale ones; `ssorl data split --extend` and `ssorl relabel` extend them).
-    Python API: ssorl_data.info.store_info / plot_returns.
+    Memory: the episode table (about 25 bytes an episode) and one chunk, whatever the
+    store's size. Python API: ssorl_data.info.store_info / plot_returns.
     """
     from ssorl_data.info import plot_returns, store_info
     from ssorl_data.store import TrajectoryStore
@@ -201,7 +204,9 @@ def export(store, destination, fmt, minari_root, minari_format, overwrite) -> No
 
     Missing actions are written as NaN rows, which `ssorl data import` reads back
     as missing. A Minari export restores the observation space the import recorded
-    (a Dict with its keys, float64 if the source was).
+    (a Dict with its keys, float64 if the source was). Memory: about 4 chunks of every
+    array (D4RL: written chunk by chunk into the HDF5 datasets; Minari: 131,072 steps of
+    episodes at a time through Minari's own API), whatever the store's size.
     Python API: ssorl_data.io.d4rl_export / ssorl_data.io.minari_io.
     """
     from ssorl_data.store import TrajectoryStore
@@ -232,6 +237,7 @@ def verify(store, quiet) -> None:
     command that extends it. Stale is not corruption: it does not fail verify, but
     training refuses stale data. Derived data that claims more than the store has,
     or whose content no longer matches its recorded identity, is a violation.
+    Memory: about 4 chunks of every array, whatever the store's size.
     Python API: ssorl_data.verify.verify_store.
     """
     from ssorl_data.store import TrajectoryStore
@@ -392,6 +398,7 @@ def split(
     `ssorl data import ... --append` it is stale, and training refuses it: extend it
     with --extend (the appended episodes stay action-free, so the labelled fraction
     falls), or make it again over every episode with its options and --overwrite.
+    Memory: the episode table (about 25 bytes an episode); no step is read.
     Python API: ssorl_data.splits.make_split / extend_split.
     """
     from ssorl_data.splits import extend_split, make_split, read_episode_list
@@ -448,7 +455,8 @@ def drop_actions(store: Path, out: Path, episodes_file: Path) -> None:
 
     The usual way to hide actions is a split (`ssorl data split`), which keeps them
     recorded so the fully labelled baseline stays possible; use this only when the
-    actions must physically be absent. Python API: ssorl_data.drop.drop_actions.
+    actions must physically be absent. Memory: about 4 chunks of every array, whatever
+    the store's size. Python API: ssorl_data.drop.drop_actions.
     """
     from ssorl_data.drop import drop_actions as run_drop
     from ssorl_data.splits import read_episode_list

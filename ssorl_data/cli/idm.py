@@ -55,6 +55,9 @@ def train(store, split, out, k, hidden, members, dropout, shared_trunk, lr, batc
           quiet) -> None:  # fmt: skip
     """Train an IDM ensemble on the visible episodes of SPLIT in STORE; write it to OUT.
 
+    Memory: the visible episodes' rows (float32: 4 bytes per observation value and
+    action value) plus about 4 chunks, whatever the size of the rest of the store; the
+    observation statistics over every row are streamed one chunk at a time.
     Python API: ssorl_data.idm.training.train_idm.
     """
     from ssorl_data.idm.training import IdmTrainConfig, train_idm

@@ -32,8 +32,9 @@ def relabel(store, idm_dir, name, split, overwrite, batch_size, device, dask_add
             uncertainty, threads, quiet) -> None:  # fmt: skip
     """Write proxy actions and uncertainty for every step of STORE to relabels/NAME.
 
-    Streams the store chunk by chunk; killed and run again, it resumes from the
-    chunks already written. Run again on a run made before `ssorl data import
+    Streams the store chunk by chunk (memory: about 3 chunks, the one computed, the next
+    one read and the last one written, whatever the store's size); killed and run again,
+    it resumes from the chunks already written. Run again on a run made before `ssorl data import
     --append` (shown "stale" by `ssorl data info`), it extends the run over the
     appended steps with the same IDM, computing only the new chunks; a complete
     run that covers every step, or one made by another IDM, needs --overwrite.

@@ -45,6 +45,8 @@ from ssorl_data.store import TrajectoryStore
 from ssorl_data.store.lock import DirectoryLock
 from ssorl_data.streaming_stats import store_observation_stats
 
+SCALE_ROWS = 65_536  # actions scaled per slice: a float64 temporary of this many rows
+
 
 @dataclass(frozen=True)
 class IdmTrainConfig:
@@ -122,20 +124,32 @@ def split_train_val(
     return np.sort(shuffled[n_val:]), np.sort(shuffled[:n_val])
 
 
-def _action_bounds(store: TrajectoryStore, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The action space's bounds, or the range of `actions` (the visible episodes' recorded
-    ones) where the space is unbounded."""
+def _action_bounds(
+    store: TrajectoryStore, actions: np.ndarray, mask: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The action space's bounds, or where the space is unbounded the range of `actions`
+    [N, A] at the steps of `mask` (the visible episodes' recorded actions)."""
     space = store.action_space
     low = space.low.astype(np.float64).ravel()
     high = space.high.astype(np.float64).ravel()
     finite = np.isfinite(low) & np.isfinite(high)
     if not finite.all():
-        flat = actions.reshape(actions.shape[0], -1)
+        flat = actions[mask]
         lo, hi = np.nanmin(flat, 0), np.nanmax(flat, 0)
         margin = 0.05 * (hi - lo) + 1e-3
         low = np.where(finite, low, lo - margin)
         high = np.where(finite, high, hi + margin)
     return low, high
+
+
+def _scale_actions(actions: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+    """`actions` [N, A] float32 mapped in place to [-1, 1], the range of the tanh, computed in
+    float64 a slice of rows at a time (NaN rows stay NaN; they are never sampled)."""
+    mid, half = (high + low) / 2, (high - low) / 2
+    for lo in range(0, actions.shape[0], SCALE_ROWS):
+        part = actions[lo : lo + SCALE_ROWS]
+        part[:] = ((part - mid) / half).astype(np.float32)
+    return actions
 
 
 def train_idm(
@@ -187,7 +201,7 @@ def _train_idm(
     train_eps, val_eps = split_train_val(chosen.visible, config.val_fraction, config.seed)
     labelled = read_labelled(store, np.flatnonzero(chosen.visible), table)
     mean, std = store_observation_stats(store)
-    low, high = _action_bounds(store, labelled.actions[labelled.action_mask])
+    low, high = _action_bounds(store, labelled.actions, labelled.action_mask)
     spec = IdmSpec(
         k=config.k,
         hidden=tuple(config.hidden),
@@ -201,12 +215,10 @@ def _train_idm(
         action_low=tuple(low.tolist()),
         action_high=tuple(high.tolist()),
     )
-    mid, half = (high + low) / 2, (high - low) / 2
     arrays = IdmArrays(
         observations=labelled.observations,
         index=labelled.index,
-        # Targets in [-1, 1], the range of the tanh; NaN rows are never sampled (step_mask).
-        actions=((labelled.actions - mid) / half).astype(np.float32),
+        actions=_scale_actions(labelled.actions, low, high),
         step_mask=labelled.action_mask,
         mean=mean,
         std=std,
