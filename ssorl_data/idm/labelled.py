@@ -24,7 +24,7 @@ class LabelledSteps:
 
     episodes: np.ndarray  # [E'] int64, sorted store episode of each compacted episode
     index: EpisodeIndex  # the compacted episodes, contiguous from step 0
-    observations: np.ndarray  # [N' + E', D] float32, flattened per row
+    observations: np.ndarray  # [N' + E', D] in the store's dtype (float32 or uint8), flattened
     actions: np.ndarray  # [N', A] float32, flattened per step
     action_mask: np.ndarray  # [N'] bool
 
@@ -54,7 +54,8 @@ def read_labelled(
     """The rows of `episodes` (store indices), read run by run of adjacent episodes.
 
     Memory: the arrays returned plus a few chunks, whatever the store's size.
-    Observations are flattened and cast to float32 as they are copied.
+    Observations keep the store's dtype (uint8 frames stay uint8: the window kernels
+    normalise them as they gather) and are flattened per row.
     """
     table = table or store.episode_table()
     episodes = np.unique(np.asarray(episodes, dtype=np.int64))
@@ -65,7 +66,7 @@ def read_labelled(
     n_rows, n_steps = int((obs_hi - obs_lo).sum()), index.n_steps
     obs_dim = int(np.prod(store.observation_space.shape))
     act_dim = int(np.prod(store.action_space.shape))
-    observations = np.empty((n_rows, obs_dim), np.float32)
+    observations = np.empty((n_rows, obs_dim), store.observation_space.dtype)
     actions = np.empty((n_steps, act_dim), np.float32)
     action_mask = np.empty(n_steps, bool)
     obs_shape, act_shape = store.observation_space.shape, store.action_space.shape

@@ -98,8 +98,9 @@ class TrainResult:
 
 @dataclass(frozen=True)
 class IdmArrays:
-    """What the training loop samples from: observation rows [R, D] float32 in the store's
-    layout over `index`, actions scaled to [-1, 1], the steps that have one, the stats."""
+    """What the training loop samples from: observation rows [R, D] (float32 or uint8) in
+    the store's layout over `index`, actions scaled to [-1, 1], the steps that have one, and
+    the statistics the windows are normalised with."""
 
     observations: np.ndarray
     index: EpisodeIndex

@@ -124,12 +124,10 @@ def test_uint8_frames_load_as_the_whole_read_does(tmp_path) -> None:
         observations = store.read_observations(0, store.n_steps + store.n_episodes)
         actions = store.read_steps("actions", 0, store.n_steps)
         mean, std = store_observation_stats(store)
-    assert labelled.observations.shape[1] == 192 and labelled.observations.dtype == np.float32
+    assert labelled.observations.shape[1] == 192 and labelled.observations.dtype == np.uint8
     rows = np.concatenate([np.arange(table.obs_start[e], table.obs_stop[e]) for e in episodes])
     steps = table.steps_of(episodes)[1]
-    np.testing.assert_array_equal(
-        labelled.observations, observations[rows].reshape(rows.size, -1).astype(np.float32)
-    )
+    np.testing.assert_array_equal(labelled.observations, observations[rows].reshape(rows.size, -1))
     np.testing.assert_array_equal(labelled.actions, actions[steps])
     assert labelled.action_mask.all()
     assert labelled.index.lengths.tolist() == table.lengths[episodes].tolist()
@@ -141,13 +139,27 @@ def test_uint8_frames_load_as_the_whole_read_does(tmp_path) -> None:
     np.testing.assert_array_max_ulp(std, flat.std(0).astype(np.float32), maxulp=1)
 
 
-def test_an_idm_trains_on_uint8_frames(tmp_path) -> None:
+def test_an_idm_trains_on_uint8_frames_as_on_their_float32_copy(tmp_path) -> None:
+    """The labelled frames stay uint8 (the kernels normalise them as they gather); the IDM
+    equals one trained on the whole store read as float32, with the same statistics."""
     path = frames_store(tmp_path / "frames")
     config = dataclasses.replace(CONFIG, k=1, max_steps=4, eval_every=2, batch_size=16)
     with TrajectoryStore.open(path) as store:
         result = train_idm(store, "some", tmp_path / "idm", config, progress=False)
-    assert result.idm.spec.obs_shape == (8, 8, 3) and len(result.idm.spec.obs_mean) == 192
+        arrays, _ = full_read_arrays(store)
+        visible = store.read_split("some").visible
+    spec = result.idm.spec
+    assert spec.obs_shape == (8, 8, 3) and len(spec.obs_mean) == 192
     assert len(result.history) == 2 and np.isfinite(result.history[-1]["val_nll"])
+    assert arrays.observations.dtype == np.float32
+    arrays = dataclasses.replace(
+        arrays, mean=np.array(spec.obs_mean, np.float32), std=np.array(spec.obs_std, np.float32)
+    )
+    train_eps, val_eps = idm_training.split_train_val(visible, config.val_fraction, config.seed)
+    network, _, history = idm_training._fit(spec, arrays, train_eps, val_eps, config, "cpu", False)
+    assert history == result.history
+    for name, weights in result.idm.network.state_dict().items():
+        assert torch.equal(weights, network.state_dict()[name]), name
 
 
 def test_unbounded_action_bounds_come_from_visible_episodes_only(tmp_path) -> None:
