@@ -44,11 +44,14 @@ def best_of_interleaved(repeats: int, runs: dict[str, Callable[[], Any]]) -> dic
     return best
 
 
-def write_results(name: str, payload: dict[str, Any]) -> Path:
-    """Write benchmarks/results/<name>.json with the command and machine added."""
-    RESULTS.mkdir(parents=True, exist_ok=True)
+def write_results(name: str, payload: dict[str, Any], directory: Path = RESULTS) -> Path:
+    """Write benchmarks/results/<name>.json (or `directory`/<name>.json) with the command
+    and machine added."""
+    directory.mkdir(parents=True, exist_ok=True)
     command = " ".join(["python -m", f"benchmarks.{Path(sys.argv[0]).stem}", *sys.argv[1:]])
     payload = {"command": command, "machine": machine(), **payload}
-    path = RESULTS / f"{name}.json"
-    path.write_text(json.dumps(payload, indent=1) + "\n")
+    path = directory / f"{name}.json"
+    partial = path.with_suffix(".json.tmp")  # renamed over: a killed writer leaves the old file
+    partial.write_text(json.dumps(payload, indent=1) + "\n")
+    os.replace(partial, path)
     return path

@@ -159,8 +159,69 @@ def store_foreign_table(result: dict) -> str:
     )
 
 
+def scale_tables(result: dict) -> str:
+    """Every stage's row per store, then the targets' verdicts (benchmarks/scale_targets.py)."""
+    rows = [
+        row | {"note": "error: " + row["error"][:120]} if "error" in row else row
+        for row in result["rows"]
+    ]
+    measured = _markdown(
+        rows,
+        [
+            ("kind", "kind", ""),
+            ("size", "steps", ","),
+            ("stage", "stage", ""),
+            ("seconds", "seconds", ".2f"),
+            ("steps_per_s", "steps/s", ",.0f"),
+            ("unit", "steps/s counts", ""),
+            ("peak_rss_mb", "peak RSS MB", ",.0f"),
+            ("peak_anon_mb", "peak anon MB", ",.0f"),
+            ("note", "note", ""),
+        ],
+    )
+    targets = result.get("targets", {})
+    scaling = {(t["kind"], t["stage"]): t for t in targets.get("scaling", [])}
+    verdicts = [
+        {
+            "kind": m["kind"],
+            "stage": m["stage"],
+            "size": m["size"],
+            "memory": f"{m['peak_rss_mb']:,.0f} of {m['limit_mb']:,.0f} MB: {m['verdict']}",
+            "scaling": _scaling_cell(scaling.get((m["kind"], m["stage"]), {})),
+        }
+        for m in targets.get("memory", [])
+    ]
+    title = (
+        "Targets at each kind's largest size: peak RSS <= 2 GB + the labelled windows; "
+        "steps/s >= 75% of those at the smallest size:"
+    )
+    verdict_table = _markdown(
+        verdicts,
+        [
+            ("kind", "kind", ""),
+            ("stage", "stage", ""),
+            ("size", "steps", ","),
+            ("memory", "peak RSS of the bound", ""),
+            ("scaling", "steps/s vs smallest size", ""),
+        ],
+    )
+    cache = targets.get("cache", {})
+    cache_line = f"Training from the cache vs in RAM: {cache.get('verdict', 'n/a')}" + (
+        f" (steps/s ratio {cache['ratio']:.2f} on {cache['store']})" if "ratio" in cache else ""
+    )
+    return f"{measured}\n\n{title}\n\n{verdict_table}\n\n{cache_line}."
+
+
+def _scaling_cell(target: dict) -> str:
+    if "ratio" not in target:
+        return target.get("verdict", "n/a")
+    sizes = f"{target['from_size']:,} -> {target['to_size']:,}"
+    return f"{target['ratio']:.2f} ({sizes}): {target['verdict']}"
+
+
 RENDERERS = {
     "store": store_tables,
+    "scale": scale_tables,
     "store_foreign": store_foreign_table,
     "relabel": relabel_table,
     "kernels": kernels_table,
