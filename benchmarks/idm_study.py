@@ -12,7 +12,7 @@ medium-expert, medium + expert imported into one store), for each seed:
   (val) episodes and on the hidden actions;
 - `--compare-selection` part (medium-replay sets): the IDM of --selection-config
   trained on splits that label the same number of steps, chosen by coverage
-  (`ssorl data split --select coverage`), at random, and by the paper's
+  (`ssorl data split --select coverage`), farthest-point, at random, and by the paper's
   lowest-return protocol (the headline split itself, whose steps set the budget).
 
 Rows go to benchmarks/results/idm_study.json as each finishes; rerunning the same
@@ -68,7 +68,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "headline-no-dropout": HEADLINE | {"dropout": 0.0},
     "headline-patience10": HEADLINE | {"patience": 10, "max_steps": 6000},
 }
-SELECTIONS = ("lowest_return", "random", "coverage")
+SELECTIONS = ("lowest_return", "random", "coverage", "farthest")
 KEYS = ("part", "env", "dataset", "name", "seed")  # one row per value of these
 
 
@@ -125,14 +125,14 @@ def score(store: TrajectoryStore, split: str, config: IdmTrainConfig) -> dict[st
 
 def make_splits(store_path: Path, seed: int, selections: bool) -> dict[str, str]:
     """Split names per selection for `seed`: the headline split, and with `selections` the
-    random and coverage splits at its labelled steps."""
+    random, coverage and farthest splits at its labelled steps."""
     names = {"lowest_return": f"study-lowest_return-{seed}"}
     with TrajectoryStore.open(store_path, mode="a") as store:
         made = make_split(store, names["lowest_return"], seed=seed, overwrite=True,
                           **HEADLINE_SPLIT)  # fmt: skip
         if selections:
             budget = int(store.episode_table().lengths[made.visible].sum())
-            for method in ("random", "coverage"):
+            for method in SELECTIONS[1:]:
                 names[method] = f"study-{method}-{seed}"
                 make_split(store, names[method], labelled_steps=budget, select=method,
                            seed=seed, overwrite=True)  # fmt: skip

@@ -362,11 +362,12 @@ def collect(
 )
 @click.option(
     "--select",
-    type=click.Choice(["random", "coverage"]),
+    type=click.Choice(["random", "coverage", "farthest"]),
     default="random",
     show_default=True,
-    help="How the budget is spent: random draws, or coverage (episodes spread over the "
-    "state space by greedy k-center on per-episode observation summaries).",
+    help="How the budget is spent: random draws; coverage (k-means over per-episode "
+    "observation summaries, the episode nearest each centre); or farthest (greedy "
+    "k-center: the extremes first).",
 )
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option(

@@ -60,14 +60,15 @@ def test_features_are_per_episode_summaries_whatever_the_read_runs(tmp_path):
     np.testing.assert_allclose(whole, want, atol=1e-9)
 
 
+@pytest.mark.parametrize("method", ["coverage", "farthest"])
 @pytest.mark.parametrize("seed", range(5))
-def test_coverage_gives_every_cluster_a_labelled_episode(tmp_path, seed):
+def test_coverage_gives_every_cluster_a_labelled_episode(tmp_path, seed, method):
     path = clustered_store(tmp_path / "s", seed=seed)
     with TrajectoryStore.open(path) as store:
         pool = label_pool(store.episode_table(), None)
-        by_episodes = select_episodes(store, pool, method="coverage", n_episodes=5, seed=seed)
+        by_episodes = select_episodes(store, pool, method=method, n_episodes=5, seed=seed)
         steps = int(store.episode_table().lengths.max()) * 5
-        by_steps = select_episodes(store, pool, method="coverage", n_steps=steps, seed=seed)
+        by_steps = select_episodes(store, pool, method=method, n_steps=steps, seed=seed)
     assert by_episodes.sum() == 5 and cluster_of(by_episodes) == set(range(CLUSTERS))
     assert cluster_of(by_steps) == set(range(CLUSTERS))
 
@@ -84,7 +85,7 @@ def test_random_selection_misses_clusters_that_coverage_covers(tmp_path):
     assert sum(missed) >= 5
 
 
-@pytest.mark.parametrize("method", ["random", "coverage"])
+@pytest.mark.parametrize("method", ["random", "coverage", "farthest"])
 def test_step_budget_is_never_exceeded_and_nothing_more_fits(tmp_path, method):
     path = clustered_store(tmp_path / "s", unlabelled=(0, 1, 2))
     with TrajectoryStore.open(path) as store:
@@ -98,11 +99,12 @@ def test_step_budget_is_never_exceeded_and_nothing_more_fits(tmp_path, method):
             assert not left.any() or table.lengths[left].min() > budget - used
 
 
-def test_selection_is_deterministic_for_a_seed(tmp_path):
+@pytest.mark.parametrize("method", ["coverage", "farthest"])
+def test_selection_is_deterministic_for_a_seed(tmp_path, method):
     path = clustered_store(tmp_path / "s")
     with TrajectoryStore.open(path) as store:
         pool = label_pool(store.episode_table(), None)
-        runs = [select_episodes(store, pool, method="coverage", n_steps=80, seed=s)
+        runs = [select_episodes(store, pool, method=method, n_steps=80, seed=s)
                 for s in (3, 3, 4)]  # fmt: skip
     np.testing.assert_array_equal(runs[0], runs[1])
     assert not np.array_equal(runs[0], runs[2])
