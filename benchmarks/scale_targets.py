@@ -85,13 +85,16 @@ def plot(result: dict[str, Any], path: Path) -> Path:
     rows = [r for r in result.get("rows", []) if "error" not in r]
     fig, axes = plt.subplots(1, 2, figsize=(13, 5.5))
     lines = sorted({(r["kind"], r["stage"]) for r in rows})
+    stages = list(dict.fromkeys(r["stage"] for r in rows))
+    colours = plt.get_cmap("tab20")  # one colour per stage, one line style per kind
     for kind, stage in lines:
         mine = sorted((r for r in rows if (r["kind"], r["stage"]) == (kind, stage)),
                       key=lambda r: r["size"])  # fmt: skip
         sizes = [r["size"] for r in mine]
         style = "-o" if kind == "lowdim" else "--s"
-        axes[0].plot(sizes, [r["seconds"] for r in mine], style, label=f"{kind}: {stage}")
-        axes[1].plot(sizes, [r["peak_rss_mb"] for r in mine], style, label=f"{kind}: {stage}")
+        colour = colours(stages.index(stage) % 20)
+        for ax, key in zip(axes, ("seconds", "peak_rss_mb"), strict=True):
+            ax.plot(sizes, [r[key] for r in mine], style, color=colour, label=f"{kind}: {stage}")
     for ax, title in zip(axes, ("seconds (inside the stage)", "peak RSS (MB)"), strict=True):
         ax.set_xscale("log")
         ax.set_yscale("log")
