@@ -219,7 +219,41 @@ def _scaling_cell(target: dict) -> str:
     return f"{target['ratio']:.2f} ({sizes}): {target['verdict']}"
 
 
+def train_speed_tables(result: dict) -> str:
+    """Steps/s per (device, threads, algo, mode) with the ratio to eager fp32 and the compile
+    time; then the scores of eager fp32 and the fastest mode, mean ± std over seeds."""
+    import numpy as np
+
+    def shown(row: dict) -> str:  # the column also says why a row was not measured
+        value = row.get("steps_per_s")
+        return row.get("skipped") or (f"{value:.1f}" if value else "-")
+
+    rows = [r | {"steps_per_s": shown(r)} for r in result["rows"]]
+    speed = _markdown(
+        rows,
+        [("device", "device", ""), ("threads", "threads", ""), ("algo", "algo", ""),
+         ("mode", "mode", ""), ("steps_per_s", "steps/s", ""),
+         ("vs_eager_fp32", "vs eager fp32", ".2f"), ("compile_s", "compile s", ".0f")],
+    )  # fmt: skip
+    groups: dict[tuple, list[float]] = {}
+    for row in result.get("scores", []):
+        groups.setdefault((row["algo"], row["mode"], row["grad_steps"]), []).append(
+            row["normalized_score"]
+        )
+    if not groups:
+        return speed
+    table = [
+        {"algo": algo, "mode": mode, "grad_steps": steps, "seeds": len(values),
+         "score": f"{np.mean(values):.1f} ± {np.std(values):.1f}"}
+        for (algo, mode, steps), values in sorted(groups.items())
+    ]  # fmt: skip
+    columns = [("algo", "algo", ""), ("mode", "mode", ""), ("grad_steps", "gradient steps", ","),
+               ("seeds", "seeds", ""), ("score", "normalised score (mean ± std)", "")]  # fmt: skip
+    return f"{speed}\n\nScores (Hopper-v5 medium-replay, full mode):\n\n{_markdown(table, columns)}"
+
+
 RENDERERS = {
+    "train_speed": train_speed_tables,
     "store": store_tables,
     "scale": scale_tables,
     "store_foreign": store_foreign_table,

@@ -60,11 +60,18 @@ class Algorithm(ABC):
         """The context of this algorithm's forward passes (`ssorl_train.common.autocast`)."""
         return autocast(self.device, self.precision)
 
-    def compile(self) -> None:
-        """Replace each step function by its `torch.compile`d version (compiled on first call:
-        forward, backward and optimizer step; TorchInductor's C++ or Triton kernels)."""
+    def compile(self, backend: str = "inductor") -> None:
+        """Replace each step function by its `torch.compile`d version, compiled on its first
+        call: forward, backward (AOTAutograd; Dynamo breaks the graph at `backward()`) and
+        optimizer step, with TorchInductor's C++ (CPU) or Triton (CUDA) kernels.
+
+        Dynamo's caches are cleared first: they are keyed by the step functions' code and
+        guarded on `self`, so every new algorithm adds entries, and past Dynamo's recompile
+        limit (8) a process that trains run after run would silently run eagerly. An algorithm
+        compiled earlier in the process recompiles once on its next step."""
+        torch._dynamo.reset()
         for name in self._step_names:
-            setattr(self, name, torch.compile(getattr(self, name)))
+            setattr(self, name, torch.compile(getattr(self, name), backend=backend))
 
     @abstractmethod
     def update(self, batch: dict[str, torch.Tensor]) -> Metrics:

@@ -111,9 +111,10 @@ class CQL(Algorithm):
 
         with self.autocast():
             pi_actions, log_pi = self.actor(obs)
-        alpha_loss = -(self.log_alpha * (log_pi.detach() + self.target_entropy)).mean()
-        self.alpha_opt.zero_grad(set_to_none=True)
-        alpha_loss.backward()
+        # the temperature's loss -mean(log_alpha * (log pi + target entropy)) is linear in
+        # log_alpha: its gradient is written directly. A second backward through the actor's
+        # forward would not work compiled (one autograd graph per compiled segment)
+        self.log_alpha.grad = -(log_pi.detach() + self.target_entropy).mean()
         self.alpha_opt.step()
         alpha = self.log_alpha.detach().exp()
         with self.autocast():
