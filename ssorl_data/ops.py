@@ -257,7 +257,7 @@ def _as_backend(
     """
 
     def tensor(a: _spec.TensorArg, v: Tensor) -> Any:
-        if a.flattens:
+        if a.flattens and v.dim() > len(a.dims):
             v = v.view(*v.shape[: len(a.dims) - 1], sizes[a.dims[-1]])
         return v.detach().numpy() if backend == "numba" else v
 
