@@ -109,8 +109,6 @@ class StepSampler:
         # The same arrays, as NumPy views, for the index arithmetic.
         self.index = EpisodeIndex(self.step_start.numpy(), self.lengths.numpy())
         n_steps = int(self.lengths.sum())
-        # step -> episode lookup, precomputed once instead of a search per sample.
-        self.episode_of_step = torch.from_numpy(self.index.episode_of_step(0, n_steps))
         keep: Tensor | None = None
         if episodes is not None:
             chosen = torch.as_tensor(episodes, dtype=torch.int64)
@@ -121,7 +119,7 @@ class StepSampler:
                 )
             in_set = torch.zeros(n_episodes, dtype=torch.bool)
             in_set[chosen] = True
-            keep = in_set[self.episode_of_step]
+            keep = torch.repeat_interleave(in_set, self.lengths)
         if step_mask is not None:
             mask = torch.as_tensor(step_mask)
             if mask.dtype != torch.bool or mask.shape != (n_steps,):
@@ -144,8 +142,16 @@ class StepSampler:
                     f"Expected weights >= 0. Got a minimum of {float(weight.min())!r} instead."
                 )
             keep = weight > 0 if keep is None else keep & (weight > 0)
-        # None means every step: sampling then needs no lookup table.
-        self.steps: Tensor | None = None if keep is None else torch.nonzero(keep).flatten()
+        # None means every step: sampling then needs no lookup table (and draws the same
+        # values as a table of all steps would). Candidates are int32 where they fit: at
+        # 100M steps the table is the sampler's largest array (4 bytes a step). Weighted
+        # draws always keep the table: they go through the CDF of its steps.
+        if keep is not None and weight is None and bool(keep.all()):
+            keep = None
+        index_dtype = torch.int32 if n_steps < 2**31 else torch.int64
+        self.steps: Tensor | None = (
+            None if keep is None else torch.nonzero(keep).flatten().to(index_dtype)
+        )
         self.n_candidates = n_steps if self.steps is None else int(self.steps.numel())
         if self.n_candidates == 0:
             raise KernelInputError(
@@ -178,8 +184,11 @@ class StepSampler:
                 u.mul_(self.cdf[-1])
                 torch.searchsorted(self.cdf, u, right=True, out=episode_index)
                 episode_index.clamp_(max=self.n_candidates - 1)  # u * total may round up
-            torch.index_select(self.steps, 0, episode_index, out=step_index)
-        torch.index_select(self.episode_of_step, 0, step_index, out=episode_index)
+            step_index.copy_(self.steps.index_select(0, episode_index))
+        # the episode of each step: a search over the episode starts costs B log E, where a
+        # step -> episode table would cost 8 bytes for every step of the corpus
+        torch.searchsorted(self.step_start, step_index, right=True, out=episode_index)
+        episode_index.sub_(1)
 
     def sample(self, batch_size: int) -> tuple[Tensor, Tensor]:
         """(episode_index, step_index), both new int64 [batch_size] tensors."""
