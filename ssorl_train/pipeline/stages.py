@@ -235,6 +235,8 @@ def _agent(
         eval_episodes=int(evaluation["eval_episodes"]),
         checkpoint_every=max(steps // 4, 1),
         log_every=min(int(train["log_every"]), steps),
+        precision=train.get("precision", "fp32"),
+        compile=train.get("compile", False),
     )
     done = saved_step(run_dir)
     if done >= steps:  # finished but never stamped: nothing to resume, and no final eval saved
