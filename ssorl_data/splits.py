@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ssorl_data.episode_selection import SELECTIONS, select_episodes
 from ssorl_data.errors import SplitError, SplitWarning
-from ssorl_data.selection import SELECTIONS, select_episodes
 from ssorl_data.store import EpisodeTable, Split, TrajectoryStore
 from ssorl_data.store.splits import extend_split
 
@@ -112,7 +112,7 @@ def make_split(
     """Make and store split `name` (the store must be open with mode="a").
 
     Give a budget, `labelled_fraction` (of all episodes) or `labelled_steps`, spent by
-    `select` ("random", or "coverage": `ssorl_data.selection`) on the episodes of the
+    `select` ("random", or "coverage": `ssorl_data.episode_selection`) on the episodes of the
     optional return `quantile`, with `seed`; or an explicit list of `episodes`, which
     must all have recorded actions.
     """

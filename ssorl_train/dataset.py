@@ -2,7 +2,7 @@
 
 An algorithm never opens a store. `TrainingData` holds torch tensors in the store's
 time-major layout (episodes concatenated, T+1 observations per episode), and
-`select_actions` (ssorl_train.selection) is the pure rule that decides which action
+`select_actions` (ssorl_train.action_selection) is the pure rule that decides which action
 each step trains on for a mode (full / labelled-only / semi-supervised) and uncertainty
 filter. `load_training_data` reads the view into RAM, or with `cache` materialises it
 once as a training cache on disk (ssorl_train.training_cache) and maps that.
@@ -19,19 +19,19 @@ import torch
 
 from ssorl_data.episode_index import EpisodeIndex
 from ssorl_data.streaming_stats import Moments
-from ssorl_train.common import Normalizer
-from ssorl_train.errors import (
-    EmptyTrainingDataError,
-    MissingRelabelError,
-    TrainingDataError,
-)
-from ssorl_train.selection import (
+from ssorl_train.action_selection import (
     MODES,
     VIEW_ARGS,
     Mode,
     Selection,
     check_view_args,
     select_actions,
+)
+from ssorl_train.common import Normalizer
+from ssorl_train.errors import (
+    EmptyTrainingDataError,
+    MissingRelabelError,
+    TrainingDataError,
 )
 
 __all__ = [

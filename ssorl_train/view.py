@@ -20,14 +20,14 @@ from tqdm import tqdm
 from ssorl_data.store import RelabelRun, Split, TrajectoryStore
 from ssorl_data.store.trajectory_store import EpisodeTable
 from ssorl_data.streaming_stats import SLICE_BYTES, Moments
-from ssorl_train.errors import MissingRelabelError, MissingSplitError, TrainingDataError
-from ssorl_train.selection import (
+from ssorl_train.action_selection import (
     Mode,
     ProxyFilter,
     check_not_empty,
     select_chunk,
     uses_recorded,
 )
+from ssorl_train.errors import MissingRelabelError, MissingSplitError, TrainingDataError
 
 RUN_CHUNKS = 4  # chunks of steps per streamed episode range
 Allocate = Callable[[str, tuple[int, ...], np.dtype], np.ndarray]

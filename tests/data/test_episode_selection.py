@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from ssorl_data.episode_selection import episode_features, select_episodes
 from ssorl_data.episodes import concat_batches, make_episode
 from ssorl_data.errors import SplitError
-from ssorl_data.selection import episode_features, select_episodes
 from ssorl_data.splits import label_pool, make_split
 from ssorl_data.staleness import remake_split_command
 from ssorl_data.store import TrajectoryStore

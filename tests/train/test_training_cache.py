@@ -12,10 +12,10 @@ import torch
 from ssorl_data.episodes import concat_batches
 from ssorl_data.store import TrajectoryStore
 from ssorl_train import loop
+from ssorl_train.action_selection import ProxyFilter, _median
 from ssorl_train.algos import make_config
 from ssorl_train.batches import DTBatchSampler, TransitionSampler
 from ssorl_train.dataset import load_training_data
-from ssorl_train.selection import ProxyFilter, _median
 from ssorl_train.training_cache import STAGING, STAMP, VIEW
 from tests.data.factories import make_store, random_batch
 from tests.train.test_loop import _tensors
