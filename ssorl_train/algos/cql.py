@@ -96,7 +96,8 @@ class CQL(Algorithm):
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
         self.log_alpha = torch.zeros((), device=device, requires_grad=True)
         self.target_entropy = -float(act_dim)
-        self.actor_opt = adam(self.actor.parameters(), c.actor_lr, device)
+        self._actor_params = list(self.actor.parameters())
+        self.actor_opt = adam(self._actor_params, c.actor_lr, device)
         self.critic_opt = adam(self.critic.parameters(), c.critic_lr, device)
         self.alpha_opt = adam([self.log_alpha], c.actor_lr, device)
 
@@ -121,7 +122,9 @@ class CQL(Algorithm):
             q_pi = q_values(self.critic, obs, pi_actions).min(0).values
         actor_loss = (alpha * log_pi - q_pi).mean()
         self.actor_opt.zero_grad(set_to_none=True)
-        actor_loss.backward()
+        # gradients for the actor only: the critic's weight gradients would be discarded
+        # (its optimizer zeroes them before its own backward), a third of its backward
+        actor_loss.backward(inputs=self._actor_params)
         self.actor_opt.step()
 
         n = c.cql_n_actions

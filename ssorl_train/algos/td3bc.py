@@ -58,7 +58,8 @@ class TD3BC(Algorithm):
         self.critic = twin_critic(obs_dim, act_dim, config.hidden_dim, 2).to(device)
         self.actor_target = copy.deepcopy(self.actor).requires_grad_(False)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
-        self.actor_opt = adam(self.actor.parameters(), config.actor_lr, device)
+        self._actor_params = list(self.actor.parameters())
+        self.actor_opt = adam(self._actor_params, config.actor_lr, device)
         self.critic_opt = adam(self.critic.parameters(), config.critic_lr, device)
 
     def update(self, batch: dict[str, torch.Tensor]) -> Metrics:
@@ -92,7 +93,9 @@ class TD3BC(Algorithm):
             q_pi = q_values(self.critic, obs, policy_actions, members=1)[0]
         actor_loss = td3bc_actor_loss(q_pi, policy_actions, actions, c.alpha)
         self.actor_opt.zero_grad(set_to_none=True)
-        actor_loss.backward()
+        # gradients for the actor only: the critic's weight gradients would be discarded
+        # (its optimizer zeroes them before its own backward), a third of its backward
+        actor_loss.backward(inputs=self._actor_params)
         self.actor_opt.step()
         soft_update(self.critic_target, self.critic, c.tau)
         soft_update(self.actor_target, self.actor, c.tau)
