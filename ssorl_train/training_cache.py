@@ -114,11 +114,10 @@ def build_cache(
         if stale.exists():
             shutil.rmtree(stale)
     staging.mkdir()
-    maps: dict[str, np.memmap] = {}
+    maps: dict[str, _NpyAppender] = {}
 
-    def allocate(name: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
-        path = staging / f"{name}.npy"
-        maps[name] = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
+    def allocate(name: str, shape: tuple[int, ...], dtype: np.dtype) -> _NpyAppender:
+        maps[name] = _NpyAppender(staging / f"{name}.npy", shape, dtype)
         return maps[name]
 
     _, streamed = stream_view(store, view, allocate, progress)
@@ -138,7 +137,7 @@ def build_cache(
         np.save(staging / f"{name}.npy", array, allow_pickle=False)
     records = {name: [list(a.shape), a.dtype.str] for name, a in (maps | small).items()}
     for array in maps.values():
-        array.flush()
+        array.close()
     maps.clear()
     for path in staging.iterdir():
         _fsync(path)
@@ -159,3 +158,37 @@ def build_cache(
     _fsync(staging)
     os.replace(staging, target)
     _fsync(directory)
+
+
+class _NpyAppender:
+    """A .npy file written front to back by slice assignment (`a[lo:hi] = rows`).
+
+    The view streams its ranges in order, so plain file writes suffice; writing through a
+    memory map instead would keep every written page in the builder's RSS (10 GB at 100M
+    steps), where the page cache alone should hold them.
+    """
+
+    def __init__(self, path: Path, shape: tuple[int, ...], dtype: np.dtype) -> None:
+        self.shape, self.dtype, self.path = shape, np.dtype(dtype), path
+        self.written = 0  # rows
+        self._file = open(path, "wb")  # noqa: SIM115 (closed by close())
+        header = {"descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False,
+                  "shape": shape}  # fmt: skip
+        np.lib.format.write_array_header_1_0(self._file, header)
+
+    def __setitem__(self, rows: slice, values: np.ndarray) -> None:
+        if rows.start != self.written or rows.step not in (None, 1):
+            raise RuntimeError(
+                f"{self.path}: rows written out of order (rows {rows.start}:{rows.stop} after "
+                f"{self.written}); the view must stream its ranges front to back."
+            )
+        block = np.ascontiguousarray(values, dtype=self.dtype)
+        if block.shape != (rows.stop - rows.start, *self.shape[1:]):
+            raise RuntimeError(f"{self.path}: rows of shape {block.shape} for {rows}.")
+        block.tofile(self._file)
+        self.written = rows.stop
+
+    def close(self) -> None:
+        if self.written != self.shape[0]:
+            raise RuntimeError(f"{self.path}: {self.written} of {self.shape[0]} rows written.")
+        self._file.close()

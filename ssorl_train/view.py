@@ -30,7 +30,8 @@ from ssorl_train.action_selection import (
 from ssorl_train.errors import MissingRelabelError, MissingSplitError, TrainingDataError
 
 RUN_CHUNKS = 4  # chunks of steps per streamed episode range
-Allocate = Callable[[str, tuple[int, ...], np.dtype], np.ndarray]
+# allocate(name, shape, dtype) -> an array, or any object taking `a[lo:hi] = rows` in order
+Allocate = Callable[[str, tuple[int, ...], np.dtype], Any]
 
 
 @dataclass(frozen=True)
