@@ -120,7 +120,12 @@ def build_cache(
         maps[name] = _NpyAppender(staging / f"{name}.npy", shape, dtype)
         return maps[name]
 
-    _, streamed = stream_view(store, view, allocate, progress)
+    try:
+        _, streamed = stream_view(store, view, allocate, progress)
+    except BaseException:
+        for array in maps.values():  # the staging folder stays unstamped: never read
+            array.abandon()
+        raise
     mean, std = normalisation(streamed["moments"])
     space = store.action_space
     small = {
@@ -187,6 +192,10 @@ class _NpyAppender:
             raise RuntimeError(f"{self.path}: rows of shape {block.shape} for {rows}.")
         block.tofile(self._file)
         self.written = rows.stop
+
+    def abandon(self) -> None:
+        """Close the file of a build that failed before writing every row."""
+        self._file.close()
 
     def close(self) -> None:
         if self.written != self.shape[0]:
