@@ -205,6 +205,9 @@ def main(
     data = load_training_data(_store(corpus / f"{dataset}.hdf5", runs))
     results = _Results({"dataset": f"Hopper-v5 {dataset}"}, results_dir)
     if score_part:
+        # one thread, as the speed rows that chose the mode: the default (every core) ran
+        # 10x slower beside other jobs, its OpenMP threads waiting on each other
+        torch.set_num_threads(1)
         steps = {"td3bc": td3bc_steps, "dt": dt_steps}
         chosen = score_algos.split(",")
         rows = results.payload["rows"]
