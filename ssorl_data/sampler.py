@@ -75,6 +75,19 @@ def _generator(seed: int | None, generator: torch.Generator | None) -> torch.Gen
     return g
 
 
+def _candidates(keep: Tensor, block: int = 1 << 22) -> Tensor:
+    """The indices of `keep`'s true entries, int32 where they fit, found block by block:
+    `torch.nonzero` of the whole mask would hold an int64 index per candidate on top."""
+    dtype = torch.int32 if keep.shape[0] < 2**31 else torch.int64
+    out = torch.empty(int(keep.sum()), dtype=dtype)
+    filled = 0
+    for lo in range(0, keep.shape[0], block):
+        found = torch.nonzero(keep[lo : lo + block]).flatten()
+        out[filled : filled + found.shape[0]] = found + lo
+        filled += found.shape[0]
+    return out
+
+
 class StepSampler:
     """Random global steps (and their episodes) from a step set, with replacement.
 
@@ -148,10 +161,7 @@ class StepSampler:
         # draws always keep the table: they go through the CDF of its steps.
         if keep is not None and weight is None and bool(keep.all()):
             keep = None
-        index_dtype = torch.int32 if n_steps < 2**31 else torch.int64
-        self.steps: Tensor | None = (
-            None if keep is None else torch.nonzero(keep).flatten().to(index_dtype)
-        )
+        self.steps: Tensor | None = None if keep is None else _candidates(keep)
         self.n_candidates = n_steps if self.steps is None else int(self.steps.numel())
         if self.n_candidates == 0:
             raise KernelInputError(
