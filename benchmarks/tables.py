@@ -233,7 +233,8 @@ def train_speed_tables(result: dict) -> str:
         rows,
         [("device", "device", ""), ("threads", "threads", ""), ("algo", "algo", ""),
          ("mode", "mode", ""), ("steps_per_s", "steps/s", ""),
-         ("vs_eager_fp32", "vs eager fp32", ".2f"), ("compile_s", "compile s", ".0f")],
+         ("vs_eager_fp32", "vs eager fp32", ".2f"), ("compile_s", "compile s", ".0f"),
+         ("run", "measured", "")],
     )  # fmt: skip
     groups: dict[tuple, list[float]] = {}
     for row in result.get("scores", []):
