@@ -39,6 +39,8 @@ from ssorl_data.io.source import ImportSource
 from ssorl_data.store import TrajectoryStore
 
 BLOCK_STEPS = 131_072
+BLOCK_BYTES = 64 << 20  # of observations and actions per export block: 12 KB frames
+# would make 131,072 steps a 1.6 GB block, held twice while Minari writes it
 
 MinariFormat = Literal["hdf5", "arrow"]
 
@@ -155,9 +157,14 @@ def _write_dataset(
 
 
 def _buffer_blocks(store: TrajectoryStore, layout: ObservationLayout) -> Iterator[list]:
-    """The store's episodes as Minari buffers, about BLOCK_STEPS steps per list."""
+    """The store's episodes as Minari buffers, about BLOCK_STEPS steps (at most about
+    BLOCK_BYTES of observations and actions) per list."""
+    step_bytes = sum(
+        int(np.prod(space.shape)) * np.dtype(space.dtype).itemsize
+        for space in (store.observation_space, store.action_space)
+    )
     first = 0
-    for batch in store.iter_batches(BLOCK_STEPS):
+    for batch in store.iter_batches(max(1, min(BLOCK_STEPS, BLOCK_BYTES // step_bytes))):
         buffers = []
         for i in range(batch.n_episodes):
             ep = batch.episode(i)
