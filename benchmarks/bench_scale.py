@@ -15,15 +15,18 @@ does not count), its seconds are timed inside it after its imports.
     python -m benchmarks.bench_scale --plot     # only redraw benchmarks/results/scale.png
 
 The JSON is rewritten after every finished row; a rerun skips the rows already there
-for the same settings (rows that failed are retried; --fresh starts over) and reuses a
-complete synthetic store. A stage that fails records {"error": ...}; the stages that
-need its output are then not run and get no row.
+for the same settings (rows that failed are retried; --fresh starts over; --redo
+measures the --stages again) and reuses a complete synthetic store. Each row records
+the 1-minute load average before and after it, and the stage's CPU seconds and storage
+MB (benchmarks/scale_worker.py) beside its wall seconds. A stage that fails records
+{"error": ...}; the stages that need its output are then not run and get no row.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -234,7 +237,12 @@ def run_store(kind: str, size: int, args: argparse.Namespace, results: Results) 
         name = stage["stage"]
         if name != "append" and "append" not in ok:
             return
-        if results.done(kind, size, name) and artefact_present(name, store, work, spec):
+        redo = args.redo and (not args.stages or name in args.stages)
+        if (
+            not redo
+            and results.done(kind, size, name)
+            and artefact_present(name, store, work, spec)
+        ):
             ok.add(name)
             continue
         if (name in NEEDS and NEEDS[name] not in ok) or (wanted and name not in wanted):
@@ -253,8 +261,10 @@ def run_store(kind: str, size: int, args: argparse.Namespace, results: Results) 
         for made in stage.get("made", []):
             shutil.rmtree(made, ignore_errors=True) if made.is_dir() else made.unlink(True)
         print(f"{kind} {size:,} {name} ...", flush=True)
-        row = {"kind": kind, "size": size, "stage": name}
+        row: dict[str, Any] = {"kind": kind, "size": size, "stage": name}
+        load_before = os.getloadavg()[0]
         row |= measure(stage["job"], work / "logs" / name.replace(" ", "_"))
+        row["load_1min"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
         if "error" not in row:
             ok.add(name)
             row |= throughput(row, stage.get("unit", "store steps"), size, work)
@@ -336,7 +346,13 @@ def main(argv: list[str] | None = None) -> None:
         "--stages",
         type=lambda t: [s.strip() for s in t.split(",")],
         default=None,
-        help="Only these stages (names as in the JSON).",
+        help="Only these stages (names as in the JSON) and the ones they need.",
+    )
+    parser.add_argument(
+        "--redo",
+        action="store_true",
+        help="Measure the --stages again (all stages without --stages) where rows exist, "
+        "replacing them; a complete store is reused unless append is listed.",
     )
     parser.add_argument(
         "--work-dir",

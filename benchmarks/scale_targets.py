@@ -5,6 +5,9 @@
   the RSS is over but the anonymous memory is not, the excess is file-backed pages
   (memory-mapped data held by the page cache), and the verdict says so.
 - scaling: steps/s at the largest size >= 75% of those at the smallest (within 25%).
+  Beside it, the same ratio in steps per CPU second (rows that record CPU seconds):
+  near 1 where the wall-time ratio is low means the stage waited on the disk (or on
+  other processes), not that its work per step grew.
 - cache: training steps/s from the out-of-core view at 10M steps >= 90% of the in-RAM
   view on the same data, where the API offers both paths.
 """
@@ -55,9 +58,18 @@ def evaluate_targets(rows: list[dict[str, Any]], stores: dict[str, Any]) -> dict
             else:
                 ratio = high["steps_per_s"] / low["steps_per_s"]
                 scaling |= {"ratio": ratio, "verdict": "pass" if ratio >= SCALING_FLOOR else "FAIL"}
+                if low.get("cpu_seconds") and high.get("cpu_seconds"):
+                    scaling["cpu_ratio"] = _cpu_rate(high) / _cpu_rate(low)
             targets["scaling"].append(scaling)
     targets["cache"] = _cache_target(good)
     return targets
+
+
+def _cpu_rate(row: dict[str, Any]) -> float:
+    """Work per CPU second: store steps, or (gradient steps and sampled batches are the
+    same at every size) one unit of the stage's fixed work."""
+    work = row["size"] if row.get("unit", "store steps") == "store steps" else 1.0
+    return work / row["cpu_seconds"]
 
 
 def _cache_target(rows: list[dict[str, Any]]) -> dict[str, Any]:

@@ -49,6 +49,10 @@ def test_every_stage_gets_a_measured_row_and_a_rerun_measures_nothing_again(tmp_
         assert row["seconds"] > 0 and row["wall_seconds"] >= row["seconds"]
         assert 5 < row["peak_rss_mb"] < 4096 and 0 < row["peak_anon_mb"] <= row["peak_rss_mb"]
         assert row["steps_per_s"] > 0
+        assert row["cpu_seconds"] > 0 and row["read_mb"] >= 0 and row["write_mb"] >= 0
+        assert len(row["load_1min"]) == 2
+    # the D4RL export writes its file: storage writes or dirty pages, never nothing read
+    assert rows["lowdim", 20_000, "data export d4rl"]["output_mb"] > 0
     assert rows["lowdim", 20_000, "ssorl train"]["unit"] == "gradient steps"
     assert rows["lowdim", 20_000, "data info"]["steps_per_s"] == pytest.approx(
         20_000 / rows["lowdim", 20_000, "data info"]["seconds"]
@@ -75,6 +79,17 @@ def test_every_stage_gets_a_measured_row_and_a_rerun_measures_nothing_again(tmp_
     assert again.returncode == 0, again.stderr[-3000:]
     assert " ... " not in again.stdout  # no stage was run again
     assert rows_of(tmp_path / "scale.json") == rows
+
+    redo = bench(tmp_path, "scale.json", "--sizes", "20k", "--image-sizes", "", "--redo",
+                 "--stages", "data verify,ssorl train")  # fmt: skip
+    assert redo.returncode == 0, redo.stderr[-3000:]
+    ran = [line[: -len(" ...")].split(" ", 2)[2] for line in redo.stdout.splitlines()
+           if line.endswith(" ...")]  # fmt: skip
+    assert ran == ["data verify", "ssorl train"]
+    redone = rows_of(tmp_path / "scale.json")
+    assert redone["lowdim", 20_000, "data verify"] != rows["lowdim", 20_000, "data verify"]
+    assert redone["lowdim", 20_000, "append"] == rows["lowdim", 20_000, "append"]
+    assert (tmp_path / "work" / "lowdim-20000" / "store").exists()
 
     other = bench(tmp_path, "scale.json", "--sizes", "20k", "--image-sizes", "", "--seed", "1")
     assert other.returncode != 0 and "--fresh" in other.stderr
