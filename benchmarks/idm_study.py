@@ -67,6 +67,8 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "headline-separate": HEADLINE | {"shared_trunk": False},
     "headline-no-dropout": HEADLINE | {"dropout": 0.0},
     "headline-patience10": HEADLINE | {"patience": 10, "max_steps": 6000},
+    # semi-supervised: self-training on the most confident half of 200k pseudo-labelled steps
+    "headline-self-train": HEADLINE | {"self_train_fraction": 0.5},
 }
 SELECTIONS = ("lowest_return", "random", "coverage", "farthest")
 KEYS = ("part", "env", "dataset", "name", "seed")  # one row per value of these
@@ -119,6 +121,7 @@ def score(store: TrajectoryStore, split: str, config: IdmTrainConfig) -> dict[st
         "labelled_steps": split_attrs.get("n_visible_steps"),
         "train_seconds": seconds,
         "steps_run": result.idm.provenance.get("steps_run"),
+        "self_training": result.idm.provenance.get("self_training"),
         "uncertainty": uncertainty,
     }
 

@@ -9,7 +9,9 @@ import click
 
 from ssorl_data.cli.options import click_type, int_list, set_threads, threads_option
 from ssorl_data.idm.model import DEFAULT_UNCERTAINTY, UNCERTAINTY_DEFINITIONS
-from ssorl_data.idm.training import IDM_FIELDS
+from ssorl_data.idm.training import IDM_FIELDS, IdmTrainConfig
+
+DEFAULTS = IdmTrainConfig()  # the options' defaults are the package's, never a copy
 
 
 @click.group()
@@ -21,52 +23,66 @@ def idm() -> None:
 @click.argument("store", type=click.Path(path_type=Path))
 @click.option("--split", required=True, help="Split whose visible episodes train the IDM.")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Checkpoint directory.")
-@click.option("--k", type=click_type(IDM_FIELDS["k"]), default=1, show_default=True,
+@click.option("--k", type=click_type(IDM_FIELDS["k"]), default=DEFAULTS.k, show_default=True,
               help="Past states in the window (input: s_{t-k}..s_t, s_{t+1}).")  # fmt: skip
-@click.option("--hidden", default="1024,1024", show_default=True,
+@click.option("--hidden", default=",".join(map(str, DEFAULTS.hidden)), show_default=True,
               callback=int_list(IDM_FIELDS["hidden"]), help="Hidden layer sizes.")  # fmt: skip
-@click.option("--members", type=click_type(IDM_FIELDS["members"]), default=5, show_default=True)
-@click.option("--dropout", type=click_type(IDM_FIELDS["dropout"]), default=0.1,
+@click.option("--members", type=click_type(IDM_FIELDS["members"]), default=DEFAULTS.members,
               show_default=True)  # fmt: skip
-@click.option("--shared-trunk/--separate-members", default=True, show_default=True,
-              help="Share hidden layers across members (about M times cheaper).")  # fmt: skip
-@click.option("--lr", type=click_type(IDM_FIELDS["lr"]), default=1e-4, show_default=True)
-@click.option(
-    "--batch-size", type=click_type(IDM_FIELDS["batch_size"]), default=1024, show_default=True
-)
-@click.option("--max-steps", type=click_type(IDM_FIELDS["max_steps"]), default=2000,
+@click.option("--dropout", type=click_type(IDM_FIELDS["dropout"]), default=DEFAULTS.dropout,
+              show_default=True)  # fmt: skip
+@click.option("--shared-trunk/--separate-members", default=DEFAULTS.shared_trunk,
               show_default=True,
-              help="Gradient-step budget; the defaults take about 4 minutes with one CPU "
-                   "thread (early stopping may end sooner).")  # fmt: skip
-@click.option(
-    "--eval-every", type=click_type(IDM_FIELDS["eval_every"]), default=100, show_default=True
-)
-@click.option("--patience", type=click_type(IDM_FIELDS["patience"]), default=5,
+              help="Share hidden layers across members (about M times cheaper).")  # fmt: skip
+@click.option("--lr", type=click_type(IDM_FIELDS["lr"]), default=DEFAULTS.lr, show_default=True)
+@click.option("--batch-size", type=click_type(IDM_FIELDS["batch_size"]),
+              default=DEFAULTS.batch_size, show_default=True)  # fmt: skip
+@click.option("--max-steps", type=click_type(IDM_FIELDS["max_steps"]),
+              default=DEFAULTS.max_steps, show_default=True,
+              help="Gradient-step budget (early stopping may end sooner); self-training "
+                   "runs up to as many again.")  # fmt: skip
+@click.option("--eval-every", type=click_type(IDM_FIELDS["eval_every"]),
+              default=DEFAULTS.eval_every, show_default=True)  # fmt: skip
+@click.option("--patience", type=click_type(IDM_FIELDS["patience"]), default=DEFAULTS.patience,
               show_default=True,
               help="Evaluations without validation improvement before stopping.")  # fmt: skip
-@click.option("--seed", type=click_type(IDM_FIELDS["seed"]), default=0, show_default=True)
+@click.option("--self-train-fraction", type=click_type(IDM_FIELDS["self_train_fraction"]),
+              default=DEFAULTS.self_train_fraction, show_default=True,
+              help="Self-training: after the supervised fit, also train on this fraction of "
+                   "the most confident proxy labels of the other episodes (0: off).")  # fmt: skip
+@click.option("--self-train-weight", type=click_type(IDM_FIELDS["self_train_weight"]),
+              default=DEFAULTS.self_train_weight, show_default=True,
+              help="Weight of the pseudo-labelled windows' loss against the labelled.")  # fmt: skip
+@click.option("--self-train-steps", type=click_type(IDM_FIELDS["self_train_steps"]),
+              default=DEFAULTS.self_train_steps, show_default=True,
+              help="Steps of the other episodes to pseudo-label, a seeded sample (bounds "
+                   "memory: their rows are held like the labelled ones).")  # fmt: skip
+@click.option("--seed", type=click_type(IDM_FIELDS["seed"]), default=DEFAULTS.seed,
+              show_default=True)  # fmt: skip
 @click.option("--device", default="cpu", show_default=True, help="torch device, e.g. cuda.")
 @threads_option()
 @click.option("--overwrite", is_flag=True,
               help="Replace an IDM already in OUT (relabel runs may point to it).")  # fmt: skip
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def train(store, split, out, k, hidden, members, dropout, shared_trunk, lr, batch_size,
-          max_steps, eval_every, patience, seed, device, threads, overwrite,
-          quiet) -> None:  # fmt: skip
+          max_steps, eval_every, patience, self_train_fraction, self_train_weight,
+          self_train_steps, seed, device, threads, overwrite, quiet) -> None:  # fmt: skip
     """Train an IDM ensemble on the visible episodes of SPLIT in STORE; write it to OUT.
 
     Memory: the visible episodes' rows (float32: 4 bytes per observation value and
     action value) plus about 4 chunks, whatever the size of the rest of the store; the
-    observation statistics over every row are streamed one chunk at a time.
+    observation statistics over every row are streamed one chunk at a time. With
+    self-training, also the rows of --self-train-steps steps of the other episodes.
     Python API: ssorl_data.idm.training.train_idm.
     """
-    from ssorl_data.idm.training import IdmTrainConfig, train_idm
+    from ssorl_data.idm.training import train_idm
     from ssorl_data.store import TrajectoryStore
 
     config = IdmTrainConfig(
         k=k, hidden=hidden, members=members, dropout=dropout,
         shared_trunk=shared_trunk, lr=lr, batch_size=batch_size, max_steps=max_steps,
-        eval_every=eval_every, patience=patience, seed=seed,
+        eval_every=eval_every, patience=patience, self_train_fraction=self_train_fraction,
+        self_train_weight=self_train_weight, self_train_steps=self_train_steps, seed=seed,
     )  # fmt: skip
     set_threads(threads)
     with TrajectoryStore.open(store) as opened:
@@ -78,6 +94,12 @@ def train(store, split, out, k, hidden, members, dropout, shared_trunk, lr, batc
         f"trained {members}-member IDM in {result.seconds:.0f}s ({best['steps_run']} steps; best "
         f"val NLL {best['best_val_nll']:.4f} at step {best['best_step']}); saved to {out}"
     )
+    if (report := best["self_training"]) is not None:
+        verdict = "kept" if report["kept_weights"] else "not kept: no lower validation NLL"
+        click.echo(
+            f"self-training: {report['kept_steps']:,} of {report['candidate_steps']:,} "
+            f"pseudo-labelled steps from {report['episodes']} episodes; its weights {verdict}"
+        )
 
 
 @idm.command("eval")

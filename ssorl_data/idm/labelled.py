@@ -49,13 +49,19 @@ def episode_runs(episodes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def read_labelled(
-    store: TrajectoryStore, episodes: np.ndarray, table: EpisodeIndex | None = None
+    store: TrajectoryStore,
+    episodes: np.ndarray,
+    table: EpisodeIndex | None = None,
+    *,
+    recorded_actions: bool = True,
 ) -> LabelledSteps:
     """The rows of `episodes` (store indices), read run by run of adjacent episodes.
 
     Memory: the arrays returned plus a few chunks, whatever the store's size.
     Observations keep the store's dtype (uint8 frames stay uint8: the window kernels
-    normalise them as they gather) and are flattened per row.
+    normalise them as they gather) and are flattened per row. Without
+    `recorded_actions` the actions are not read (NaN, masked out): for episodes whose
+    actions a split hides.
     """
     table = table or store.episode_table()
     episodes = np.unique(np.asarray(episodes, dtype=np.int64))
@@ -71,6 +77,10 @@ def read_labelled(
     action_mask = np.empty(n_steps, bool)
     obs_shape, act_shape = store.observation_space.shape, store.action_space.shape
     store.read_ranges("observations", obs_lo, obs_hi, observations.reshape(n_rows, *obs_shape))
-    store.read_ranges("actions", step_lo, step_hi, actions.reshape(n_steps, *act_shape))
-    store.read_ranges("action_mask", step_lo, step_hi, action_mask)
+    if recorded_actions:
+        store.read_ranges("actions", step_lo, step_hi, actions.reshape(n_steps, *act_shape))
+        store.read_ranges("action_mask", step_lo, step_hi, action_mask)
+    else:
+        actions.fill(np.nan)
+        action_mask.fill(False)
     return LabelledSteps(episodes, index, observations, actions, action_mask)

@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import functools
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -39,6 +41,7 @@ from ssorl_data.idm.checkpoint import (
 )
 from ssorl_data.idm.labelled import read_labelled
 from ssorl_data.idm.model import squashed_nll
+from ssorl_data.idm.self_training import PseudoLabels, pseudo_label, sample_episodes
 from ssorl_data.sampler import IdmWindowSampler
 from ssorl_data.staleness import check_split_fresh, split_identity, store_identity
 from ssorl_data.store import TrajectoryStore
@@ -67,6 +70,12 @@ class IdmTrainConfig:
     patience: int = 5
     val_fraction: float = 0.1  # of the visible episodes, held out for validation
     max_val_steps: int = 20_000  # validation windows (a fixed random subset if more)
+    # Self-training (`self_training`): after the supervised fit, keep this fraction of the
+    # most confident pseudo-labelled steps of up to `self_train_steps` steps of the other
+    # episodes and train on them too, weighted by `self_train_weight`; 0 turns it off.
+    self_train_fraction: float = 0.0
+    self_train_weight: float = 0.5
+    self_train_steps: int = 200_000
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -84,6 +93,9 @@ IDM_FIELDS: dict[str, Expect] = {
     "patience": Expect(int, min=1),
     "val_fraction": Expect(float, min=0, max=1, min_open=True, max_open=True),
     "max_val_steps": Expect(int, min=1),
+    "self_train_fraction": Expect(float, min=0, max=1),
+    "self_train_weight": Expect(float, min=0, min_open=True),
+    "self_train_steps": Expect(int, min=1),
     "seed": Expect(int, min=0),
 }
 
@@ -224,9 +236,22 @@ def _train_idm(
         mean=mean,
         std=std,
     )
-    network, best, history = _fit(
-        spec, arrays, labelled.local(train_eps), labelled.local(val_eps), config, device, progress
-    )
+    unlabelled = np.flatnonzero(~np.asarray(chosen.visible, bool))
+    pseudo = None
+    if config.self_train_fraction > 0 and unlabelled.size:
+        episodes = sample_episodes(table.lengths, unlabelled, config.self_train_steps, config.seed)
+        half = (high - low) / 2
+
+        def pseudo(network: torch.nn.Module) -> PseudoLabels:
+            return pseudo_label(
+                network, store, episodes, k=config.k, mean=mean, std=std, action_half=half,
+                fraction=config.self_train_fraction, device=device,
+            )  # fmt: skip
+
+    network, best, history, self_trained = _fit(
+        spec, arrays, labelled.local(train_eps), labelled.local(val_eps), config, device,
+        progress, pseudo,
+    )  # fmt: skip
     seconds = time.perf_counter() - started
     provenance: dict[str, Any] = {
         "store": str(Path(store.path).resolve()),
@@ -237,9 +262,10 @@ def _train_idm(
         "train_episodes": train_eps.tolist(),
         "val_episodes": val_eps.tolist(),
         "config": asdict(config),
-        "best_step": best[2],
-        "best_val_nll": best[0],
+        "best_step": best.step,
+        "best_val_nll": best.nll,
         "steps_run": history[-1]["step"] if history else 0,
+        "self_training": self_trained,
         "train_seconds": seconds,
         "history": history,
         "package_version": __version__,
@@ -258,89 +284,137 @@ def _fit(
     config: IdmTrainConfig,
     device: str | torch.device,
     progress: bool,
-) -> tuple[torch.nn.Module, tuple[float, dict[str, Any], int], list[dict[str, float]]]:
+    pseudo: Callable[[torch.nn.Module], PseudoLabels] | None = None,
+) -> tuple[torch.nn.Module, Best, list[dict[str, float]], dict[str, Any] | None]:
     """Train on the windows of `train_eps`, early-stopped on those of `val_eps` (episodes of
-    `arrays.index`); returns the network at its best validation NLL, (best NLL, its weights,
-    its step) and the history of evaluations."""
+    `arrays.index`); with `pseudo`, then also on the pseudo labels it makes from the best
+    supervised network (`self_training`). Returns the network at its best validation NLL,
+    (best NLL, its weights, its step), the history of evaluations and what self-training
+    did (None without it)."""
     torch.manual_seed(config.seed)
-    common = dict(
-        observations=arrays.observations,
-        step_start=arrays.index.step_start,
-        lengths=arrays.index.lengths,
-        k=config.k,
-        mean=arrays.mean,
-        std=arrays.std,
-        actions=arrays.actions,
-        step_mask=arrays.step_mask,
-    )
-    sampler = IdmWindowSampler(
-        **common, batch_size=config.batch_size, episodes=train_eps, seed=config.seed
-    )
-    val_windows, val_actions = _validation_set(common, val_eps, config, device)
-
+    labelled = _window_sampler(arrays, arrays.step_mask, config, train_eps)
+    val_windows, val_actions = _validation_set(arrays, val_eps, config, device)
     network = build_network(spec).to(device)
     optimizer = torch.optim.Adam(network.parameters(), lr=config.lr)
     generator = torch.Generator().manual_seed(config.seed)
-    best = (float("inf"), copy.deepcopy(network.state_dict()), 0)
+    validate = functools.partial(_validation_nll, network, val_windows, val_actions)
+    best = Best(float("inf"), copy.deepcopy(network.state_dict()), 0)
+    best, history = _train_phase(
+        network, optimizer, [(labelled, 1.0)], validate, best, 0, config, generator, device,
+        progress,
+    )  # fmt: skip
+    network.load_state_dict(best.weights)
+    if pseudo is None:
+        return network, best, history, None
+    labels = pseudo(network)
+    supervised_step = history[-1]["step"] if history else 0
+    sampler = _window_sampler(
+        IdmArrays(labels.observations, labels.index, labels.actions, labels.step_mask,
+                  arrays.mean, arrays.std), labels.step_mask, config, None,
+    )  # fmt: skip
+    best, more = _train_phase(
+        network, optimizer, [(labelled, 1.0), (sampler, config.self_train_weight)], validate,
+        best, supervised_step, config, generator, device, progress,
+    )  # fmt: skip
+    network.load_state_dict(best.weights)
+    report = labels.summary() | {"supervised_steps": supervised_step,
+                                 "kept_weights": best.step > supervised_step}  # fmt: skip
+    return network, best, history + more, report
+
+
+class Best(NamedTuple):
+    """The lowest validation NLL so far, the weights that reached it and their step."""
+
+    nll: float
+    weights: dict[str, Any]
+    step: int
+
+
+def _window_sampler(
+    arrays: IdmArrays, step_mask: np.ndarray, config: IdmTrainConfig, episodes
+) -> IdmWindowSampler:
+    return IdmWindowSampler(
+        arrays.observations, arrays.index.step_start, arrays.index.lengths, k=config.k,
+        mean=arrays.mean, std=arrays.std, actions=arrays.actions, step_mask=step_mask,
+        batch_size=config.batch_size, episodes=episodes, seed=config.seed,
+    )  # fmt: skip
+
+
+def _train_phase(
+    network: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    samplers: list[tuple[IdmWindowSampler, float]],
+    validate: Callable[[], float],
+    best: Best,
+    first_step: int,
+    config: IdmTrainConfig,
+    generator: torch.Generator,
+    device: str | torch.device,
+    progress: bool,
+) -> tuple[Best, list[dict[str, float]]]:
+    """Up to `config.max_steps` steps on the weighted sum of each sampler's loss, evaluated
+    every `eval_every` steps and stopped after `patience` evaluations without a new best."""
     since_best = 0
     history: list[dict[str, float]] = []
-    bar = tqdm(total=config.max_steps, unit="step", desc="idm train", disable=not progress)
-    for step in range(1, config.max_steps + 1):
+    desc = "idm train" if first_step == 0 else "idm self-train"
+    bar = tqdm(total=config.max_steps, unit="step", desc=desc, disable=not progress)
+    for step in range(first_step + 1, first_step + config.max_steps + 1):
         network.train()
-        batch = sampler.sample()
-        x = batch.windows.flatten(1).to(device, non_blocking=True)
-        y = batch.actions.to(device, non_blocking=True)
-        mean_, log_std = network(x)
-        # Poisson(1) weights per member and sample: a bootstrap that keeps members diverse
-        # even though they share each batch.
-        weights = torch.poisson(torch.ones(config.members, x.shape[0]), generator=generator)
-        nll = squashed_nll(mean_, log_std, y)  # [M, B]
-        loss = (nll * weights.to(device)).mean(1).sum()
+        loss = torch.zeros((), device=device)
+        for sampler, weight in samplers:
+            batch = sampler.sample()
+            x = batch.windows.flatten(1).to(device, non_blocking=True)
+            y = batch.actions.to(device, non_blocking=True)
+            mean_, log_std = network(x)
+            # Poisson(1) weights per member and sample: a bootstrap that keeps members
+            # diverse even though they share each batch.
+            draws = torch.poisson(torch.ones(config.members, x.shape[0]), generator=generator)
+            nll = squashed_nll(mean_, log_std, y)  # [M, B]
+            loss = loss + weight * (nll * draws.to(device)).mean(1).sum()
+            if sampler is samplers[0][0]:
+                train_nll = nll.detach()  # the labelled windows' NLL, for the history
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         bar.update()
-        if step % config.eval_every == 0 or step == config.max_steps:
-            val_nll = _validation_nll(network, val_windows, val_actions)
-            history.append(
-                {"step": step, "train_nll": float(nll.detach().mean()), "val_nll": val_nll}
-            )
+        if step % config.eval_every == 0 or step == first_step + config.max_steps:
+            val_nll = validate()
+            history.append({"step": step, "train_nll": float(train_nll.mean()), "val_nll": val_nll})
             bar.set_postfix(val_nll=f"{val_nll:.3f}")
-            if val_nll < best[0]:
-                best, since_best = (val_nll, copy.deepcopy(network.state_dict()), step), 0
+            if val_nll < best.nll:
+                best, since_best = Best(val_nll, copy.deepcopy(network.state_dict()), step), 0
             else:
                 since_best += 1
                 if since_best >= config.patience:
                     break
     bar.close()
-    network.load_state_dict(best[1])
-    return network, best, history
+    return best, history
 
 
 def _validation_set(
-    common: dict[str, Any], val_eps: np.ndarray, config: IdmTrainConfig, device
+    arrays: IdmArrays, val_eps: np.ndarray, config: IdmTrainConfig, device
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Fixed validation windows and actions: every held-out step with an action, or a seeded
     subset of `max_val_steps` of them."""
-    step_start, lengths = common["step_start"], common["lengths"]
-    episode, steps = EpisodeIndex(step_start, lengths).steps_of(val_eps)
-    keep = common["step_mask"][steps]
+    step_start, lengths = arrays.index.step_start, arrays.index.lengths
+    episode, steps = arrays.index.steps_of(val_eps)
+    keep = arrays.step_mask[steps]
     episode, steps = episode[keep], steps[keep]
     if steps.size > config.max_val_steps:
         chosen = np.sort(
             np.random.default_rng(config.seed).choice(steps.size, config.max_val_steps, False)
         )
         episode, steps = episode[chosen], steps[chosen]
-    n, d = steps.size, common["observations"].shape[1]
+    n, d = steps.size, arrays.observations.shape[1]
     windows = torch.empty(n, config.k + 2, d)
     valid = torch.empty(n, config.k + 2, dtype=torch.bool)
     ops.idm_windows(
-        torch.from_numpy(common["observations"]), torch.from_numpy(step_start),
+        torch.from_numpy(arrays.observations), torch.from_numpy(step_start),
         torch.from_numpy(lengths), torch.from_numpy(episode), torch.from_numpy(steps),
-        torch.from_numpy(common["mean"]), torch.from_numpy(common["std"]), config.k, windows,
+        torch.from_numpy(arrays.mean), torch.from_numpy(arrays.std), config.k, windows,
         valid,
     )  # fmt: skip
-    actions = torch.from_numpy(common["actions"][steps])
+    actions = torch.from_numpy(arrays.actions[steps])
     return windows.flatten(1).to(device), actions.to(device)
 
 

@@ -58,10 +58,11 @@ def test_training_from_the_visible_rows_equals_training_from_the_whole_store(tmp
     train_eps, val_eps = idm_training.split_train_val(visible, CONFIG.val_fraction, CONFIG.seed)
     assert result.idm.provenance["train_episodes"] == train_eps.tolist()
     assert result.idm.provenance["val_episodes"] == val_eps.tolist()
-    network, best, history = idm_training._fit(
+    network, best, history, self_trained = idm_training._fit(
         spec, arrays, train_eps, val_eps, CONFIG, "cpu", progress=False
     )
     assert history == result.history  # same windows drawn, same validation set
+    assert self_trained is None and result.idm.provenance["self_training"] is None
     ours, theirs = result.idm.network.state_dict(), network.state_dict()
     assert ours.keys() == theirs.keys()
     for name in ours:
@@ -156,7 +157,7 @@ def test_an_idm_trains_on_uint8_frames_as_on_their_float32_copy(tmp_path) -> Non
         arrays, mean=np.array(spec.obs_mean, np.float32), std=np.array(spec.obs_std, np.float32)
     )
     train_eps, val_eps = idm_training.split_train_val(visible, config.val_fraction, config.seed)
-    network, _, history = idm_training._fit(spec, arrays, train_eps, val_eps, config, "cpu", False)
+    network, _, history, _ = idm_training._fit(spec, arrays, train_eps, val_eps, config, "cpu", False)
     assert history == result.history
     for name, weights in result.idm.network.state_dict().items():
         assert torch.equal(weights, network.state_dict()[name]), name
