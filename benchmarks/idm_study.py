@@ -69,6 +69,9 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "headline-patience10": HEADLINE | {"patience": 10, "max_steps": 6000},
     # semi-supervised: self-training on the most confident half of 200k pseudo-labelled steps
     "headline-self-train": HEADLINE | {"self_train_fraction": 0.5},
+    # the difference s_{t+1} - s_t as an input of its own, at unit variance
+    "headline-delta": HEADLINE | {"delta": True},
+    "headline-delta-self-train": HEADLINE | {"delta": True, "self_train_fraction": 0.5},
 }
 SELECTIONS = ("lowest_return", "random", "coverage", "farthest")
 KEYS = ("part", "env", "dataset", "name", "seed")  # one row per value of these

@@ -253,6 +253,112 @@ def train_speed_tables(result: dict) -> str:
     return f"{speed}\n\nScores (Hopper-v5 medium-replay, full mode):\n\n{_markdown(table, columns)}"
 
 
+def _spread(values: list[float], fmt: str = ".3f") -> str:
+    """mean ± std (n) of `values`, or '-' for none."""
+    import numpy as np
+
+    if not values:
+        return "-"
+    return f"{np.mean(values):{fmt}} ± {np.std(values):{fmt}} ({len(values)})"
+
+
+SETS = [("Hopper-v5", "medium-replay"), ("Hopper-v5", "medium-expert"),
+        ("HalfCheetah-v5", "medium-replay"), ("HalfCheetah-v5", "medium-expert")]  # fmt: skip
+
+
+def _set_name(env: str, dataset: str) -> str:
+    return f"{env.split('-')[0]} {dataset}"
+
+
+def idm_study_tables(result: dict) -> str:
+    """Per IDM config: hidden relative MSE (mean ± std over seeds) on each set, its ratio to
+    the headline config's, and median training seconds; per label selection the same MSE;
+    per uncertainty definition its AUROC on hidden actions, with the headline config."""
+    import numpy as np
+
+    rows = result["rows"]
+
+    def pick(part: str, name: str, env: str, dataset: str) -> list[dict]:
+        return [r for r in rows if (r["part"], r["name"], r["env"], r["dataset"]) ==
+                (part, name, env, dataset)]  # fmt: skip
+
+    headline = {(r["env"], r["dataset"], r["seed"]): r["hidden_relative_mse"]
+                for r in rows if (r["part"], r["name"]) == ("configs", "headline")}  # fmt: skip
+    names = list(dict.fromkeys(r["name"] for r in rows if r["part"] == "configs"))
+    configs = []
+    for name in names:
+        entry: dict = {"name": name}
+        ratios, seconds = [], []  # ratios paired by (set, seed) with the headline config
+        for s in SETS:
+            mine = pick("configs", name, *s)
+            entry[s] = _spread([r["hidden_relative_mse"] for r in mine])
+            seconds += [r["train_seconds"] for r in mine]
+            ratios += [r["hidden_relative_mse"] / headline[(*s, r["seed"])] for r in mine
+                       if (*s, r["seed"]) in headline]  # fmt: skip
+        entry["ratio"] = (
+            f"{np.mean(ratios):.2f} ({min(ratios):.2f}-{max(ratios):.2f})" if ratios else "-"
+        )
+        entry["seconds"] = f"{np.median(seconds):.0f} ({max(seconds):.0f})" if seconds else "-"
+        configs.append(entry)
+    columns = (
+        [("name", "config", "")]
+        + [(s, _set_name(*s), "") for s in SETS]
+        + [("ratio", "vs headline (same set, seed): mean (range)", "")]
+        + [("seconds", "train s: median (max)", "")]
+    )
+    parts = [_markdown(configs, columns)]
+    selections = []
+    for s in SETS:
+        methods = {r["name"] for r in rows if r["part"] == "selection" and (r["env"],
+                   r["dataset"]) == s}  # fmt: skip
+        if methods:
+            entry = {"set": _set_name(*s)}
+            for method in methods:
+                entry[method] = _spread([r["hidden_relative_mse"]
+                                         for r in pick("selection", method, *s)])  # fmt: skip
+            selections.append(entry)
+    if selections:
+        methods = ("lowest_return", "random", "coverage", "farthest")
+        parts.append("Label selection at equal labelled steps (hidden relative MSE, headline "
+                     "IDM):\n\n" + _markdown(selections, [("set", "set", "")] + [
+                         (m, m, "") for m in methods]))  # fmt: skip
+    definitions = sorted({d for r in rows for d in r.get("uncertainty", {})})
+    auroc = []
+    for s in SETS:
+        mine = pick("configs", "headline", *s)
+        if mine and definitions:
+            entry = {"set": _set_name(*s)}
+            for d in definitions:
+                entry[d] = _spread([r["uncertainty"][d]["hidden_auroc"] for r in mine])
+            auroc.append(entry)
+    if auroc:
+        parts.append("Uncertainty AUROC for the worst 10% of hidden-action errors (headline "
+                     "IDM):\n\n" + _markdown(auroc, [("set", "set", "")] + [
+                         (d, d, "") for d in definitions]))  # fmt: skip
+    return "\n\n".join(parts)
+
+
+def proxy_training_table(result: dict) -> str:
+    """TD3+BC normalised score (mean ± std over seeds) per set, label selection and
+    uncertainty-aware variant, with the IDM's hidden relative MSE."""
+    groups: dict[tuple, list[dict]] = {}
+    for row in result["rows"]:
+        key = (row["env"], row["dataset"], row["selection"], row["variant"])
+        groups.setdefault(key, []).append(row)
+    order = {s: i for i, s in enumerate(SETS)}
+    table = [
+        {"set": _set_name(env, dataset), "selection": selection, "variant": variant,
+         "score": _spread([r["normalized_score"] for r in members], ".1f"),
+         "idm": _spread([r["idm_hidden_relative_mse"] for r in members])}
+        for (env, dataset, selection, variant), members in sorted(
+            groups.items(), key=lambda item: (order.get(item[0][:2], 9), item[0][2:]))
+    ]  # fmt: skip
+    columns = [("set", "set", ""), ("selection", "labelled episodes", ""),
+               ("variant", "proxy actions", ""), ("score", "TD3+BC score (seeds)", ""),
+               ("idm", "IDM hidden relative MSE", "")]  # fmt: skip
+    return _markdown(table, columns)
+
+
 RENDERERS = {
     "train_speed": train_speed_tables,
     "store": store_tables,
@@ -262,6 +368,8 @@ RENDERERS = {
     "kernels": kernels_table,
     "train": train_table,
     "ss_headline": headline_table,
+    "idm_study": idm_study_tables,
+    "proxy_training": proxy_training_table,
 }
 
 

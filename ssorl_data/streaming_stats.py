@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ssorl_data.episode_index import EpisodeIndex
 from ssorl_data.store import TrajectoryStore
 
 SLICE_BYTES = 8 << 20  # float64 temporaries per slice of a block
@@ -83,3 +84,22 @@ def store_observation_stats(store: TrajectoryStore) -> tuple[np.ndarray, np.ndar
     for _, rows in store.iter_rows("observations"):
         moments.update(rows)
     return moments.mean_std()
+
+
+def difference_std(observations: np.ndarray, index: EpisodeIndex) -> np.ndarray:
+    """Per-dimension std [D] (floored) of s_{t+1} - s_t over the episodes of `index`, whose
+    rows `observations` [N + E, D] are laid out as `EpisodeIndex` says (T+1 rows each);
+    computed in float32 slices of about SLICE_BYTES, so uint8 frames are never widened
+    whole. What an IDM's difference input is scaled by (`IdmTrainConfig.delta`)."""
+    rows, dim = observations.shape[0], int(np.prod(observations.shape[1:]))
+    flat = observations.reshape(rows, dim)
+    first = index.step_start + np.arange(index.n_episodes)  # each episode's first row
+    pairs = np.ones(max(rows - 1, 0), bool)  # (r, r + 1) within one episode
+    pairs[first[1:] - 1] = False
+    moments = Moments.empty(dim)
+    step = max(1, SLICE_BYTES // (4 * max(1, dim)))
+    for lo in range(0, pairs.size, step):
+        hi = min(lo + step, pairs.size)
+        part = flat[lo + 1 : hi + 1].astype(np.float32) - flat[lo:hi].astype(np.float32)
+        moments.update(part[pairs[lo:hi]])
+    return moments.mean_std()[1]

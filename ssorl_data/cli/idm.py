@@ -34,6 +34,9 @@ def idm() -> None:
 @click.option("--shared-trunk/--separate-members", default=DEFAULTS.shared_trunk,
               show_default=True,
               help="Share hidden layers across members (about M times cheaper).")  # fmt: skip
+@click.option("--delta/--no-delta", default=DEFAULTS.delta, show_default=True,
+              help="Also feed the network s_{t+1} - s_t, scaled to unit variance over the "
+                   "labelled rows.")  # fmt: skip
 @click.option("--lr", type=click_type(IDM_FIELDS["lr"]), default=DEFAULTS.lr, show_default=True)
 @click.option("--batch-size", type=click_type(IDM_FIELDS["batch_size"]),
               default=DEFAULTS.batch_size, show_default=True)  # fmt: skip
@@ -64,7 +67,7 @@ def idm() -> None:
 @click.option("--overwrite", is_flag=True,
               help="Replace an IDM already in OUT (relabel runs may point to it).")  # fmt: skip
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def train(store, split, out, k, hidden, members, dropout, shared_trunk, lr, batch_size,
+def train(store, split, out, k, hidden, members, dropout, shared_trunk, delta, lr, batch_size,
           max_steps, eval_every, patience, self_train_fraction, self_train_weight,
           self_train_steps, seed, device, threads, overwrite, quiet) -> None:  # fmt: skip
     """Train an IDM ensemble on the visible episodes of SPLIT in STORE; write it to OUT.
@@ -80,7 +83,7 @@ def train(store, split, out, k, hidden, members, dropout, shared_trunk, lr, batc
 
     config = IdmTrainConfig(
         k=k, hidden=hidden, members=members, dropout=dropout,
-        shared_trunk=shared_trunk, lr=lr, batch_size=batch_size, max_steps=max_steps,
+        shared_trunk=shared_trunk, delta=delta, lr=lr, batch_size=batch_size, max_steps=max_steps,
         eval_every=eval_every, patience=patience, self_train_fraction=self_train_fraction,
         self_train_weight=self_train_weight, self_train_steps=self_train_steps, seed=seed,
     )  # fmt: skip

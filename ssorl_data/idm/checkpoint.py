@@ -54,7 +54,10 @@ SPEC_FIELDS: dict[str, Expect] = {
     "obs_std": Expect(float, min=0, min_open=True, many=True),
     "action_low": Expect(float, many=True),
     "action_high": Expect(float, many=True),
+    "delta_std": Expect(float, min=0, min_open=True, many=True, optional=True),
 }
+# config.json keys added after checkpoints were first written, and their value when absent
+OPTIONAL_SPEC: dict[str, Any] = {"delta_std": None}
 
 
 @dataclass(frozen=True)
@@ -72,6 +75,9 @@ class IdmSpec:
     obs_std: tuple[float, ...]
     action_low: tuple[float, ...]  # [A] the tanh output is mapped onto [low, high]
     action_high: tuple[float, ...]
+    # [D] std of s_{t+1} - s_t over the labelled rows: with it the network also reads that
+    # difference, scaled to unit variance (IdmTrainConfig.delta); None: it does not
+    delta_std: tuple[float, ...] | None = None
 
     @property
     def obs_dim(self) -> int:
@@ -89,6 +95,8 @@ class IdmSpec:
         """The spec of a config.json document, every key checked (IdmCheckpointError naming
         `where` and the key) before anything is built from it."""
         names = {f.name for f in dataclasses.fields(cls)}
+        if isinstance(data, dict):
+            data = OPTIONAL_SPEC | data
         if not isinstance(data, dict) or set(data) != names:
             got = sorted(data) if isinstance(data, dict) else type(data).__name__
             raise IdmCheckpointError(
@@ -108,8 +116,9 @@ class IdmSpec:
         tuples = {n: tuple(v) for n, v in data.items() if isinstance(v, list)}
         spec = cls(**{**data, **tuples})
         for key, size in (("obs_mean", spec.obs_dim), ("obs_std", spec.obs_dim),
-                          ("action_low", spec.act_dim), ("action_high", spec.act_dim)):  # fmt: skip
-            if len(data[key]) != size:
+                          ("action_low", spec.act_dim), ("action_high", spec.act_dim),
+                          ("delta_std", spec.obs_dim)):  # fmt: skip
+            if data[key] is not None and len(data[key]) != size:
                 raise IdmCheckpointError(
                     f"{where}: key {key!r} has {len(data[key])} values; expected {size} "
                     "(from obs_shape / act_shape). Train the IDM again (`ssorl idm train`)."
@@ -204,6 +213,11 @@ class Idm:
 
 
 def build_network(spec: IdmSpec) -> IdmEnsemble:
+    delta_scale = None
+    if spec.delta_std is not None:  # normalised difference -> unit variance
+        delta_scale = torch.tensor(spec.obs_std, dtype=torch.float32) / torch.tensor(
+            spec.delta_std, dtype=torch.float32
+        )
     return IdmEnsemble(
         (spec.k + 2) * spec.obs_dim,
         spec.act_dim,
@@ -211,6 +225,7 @@ def build_network(spec: IdmSpec) -> IdmEnsemble:
         spec.members,
         spec.dropout,
         spec.shared_trunk,
+        delta_scale,
     )
 
 

@@ -49,7 +49,12 @@ class EnsembleLinear(nn.Module):
 
 
 class IdmEnsemble(nn.Module):
-    """Flattened window [B, (k+2)*D] -> per-member Gaussian parameters [M, B, A] (atanh space)."""
+    """Flattened window [B, (k+2)*D] -> per-member Gaussian parameters [M, B, A] (atanh space).
+
+    With `delta_scale` [D], the difference of the window's last two states (s_{t+1} - s_t,
+    normalised) times `delta_scale` is appended to the input: the action mostly shows in
+    that difference, and scaled to unit variance it needs no learning to be found.
+    """
 
     def __init__(
         self,
@@ -59,12 +64,15 @@ class IdmEnsemble(nn.Module):
         members: int,
         dropout: float,
         shared_trunk: bool,
+        delta_scale: Tensor | None = None,
     ) -> None:
         super().__init__()
         self.members = members
         self.shared_trunk = shared_trunk
+        # not in the state dict: it comes from config.json (IdmSpec.delta_std)
+        self.register_buffer("delta_scale", delta_scale, persistent=False)
         layers: list[nn.Module] = []
-        width = in_features
+        width = in_features + (0 if delta_scale is None else delta_scale.numel())
         for size in hidden:
             linear = (
                 nn.Linear(width, size) if shared_trunk else EnsembleLinear(members, width, size)
@@ -76,6 +84,9 @@ class IdmEnsemble(nn.Module):
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """x [B, F] -> (mean, log_std), each [M, B, A], pre-tanh."""
+        if self.delta_scale is not None:
+            d = self.delta_scale.numel()
+            x = torch.cat([x, (x[:, -d:] - x[:, -2 * d : -d]) * self.delta_scale], dim=1)
         if self.shared_trunk:
             h = self.trunk(x).expand(self.members, -1, -1)  # [M, B, H], no copy
         else:

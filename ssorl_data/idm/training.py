@@ -46,7 +46,7 @@ from ssorl_data.sampler import IdmWindowSampler
 from ssorl_data.staleness import check_split_fresh, split_identity, store_identity
 from ssorl_data.store import TrajectoryStore
 from ssorl_data.store.lock import DirectoryLock
-from ssorl_data.streaming_stats import store_observation_stats
+from ssorl_data.streaming_stats import difference_std, store_observation_stats
 
 SCALE_ROWS = 65_536  # actions scaled per slice: a float64 temporary of this many rows
 
@@ -60,6 +60,7 @@ class IdmTrainConfig:
     members: int = 5  # ensemble size, trained as one batched model
     dropout: float = 0.1
     shared_trunk: bool = True  # share hidden layers across members (heads per member)
+    delta: bool = False  # also feed s_{t+1} - s_t, scaled to unit variance (IdmSpec.delta_std)
     lr: float = 1e-4
     batch_size: int = 1024
     # Budget: at most max_steps gradient steps (about 4 minutes for the defaults with one
@@ -86,6 +87,7 @@ class IdmTrainConfig:
 # `ssorl idm train`'s options and of a pipeline's [idm] section
 IDM_FIELDS: dict[str, Expect] = {
     **NETWORK_FIELDS,
+    "delta": Expect(bool),
     "lr": Expect(float, min=0, min_open=True),
     "batch_size": Expect(int, min=1),
     "max_steps": Expect(int, min=1),
@@ -227,6 +229,11 @@ def _train_idm(
         obs_std=tuple(std.tolist()),
         action_low=tuple(low.tolist()),
         action_high=tuple(high.tolist()),
+        delta_std=(
+            tuple(difference_std(labelled.observations, labelled.index).tolist())
+            if config.delta
+            else None
+        ),
     )
     arrays = IdmArrays(
         observations=labelled.observations,
