@@ -72,6 +72,11 @@ CONFIGS: dict[str, dict[str, Any]] = {
     # the difference s_{t+1} - s_t as an input of its own, at unit variance
     "headline-delta": HEADLINE | {"delta": True},
     "headline-delta-self-train": HEADLINE | {"delta": True, "self_train_fraction": 0.5},
+    # beta-NLL: the mean fitted more like squared error, the variance still learned
+    "headline-delta-beta0.5": HEADLINE | {"delta": True, "nll_beta": 0.5},
+    "headline-delta-beta1": HEADLINE | {"delta": True, "nll_beta": 1.0},
+    "headline-delta-512": HEADLINE | {"delta": True, "hidden": (512, 512)},
+    "headline-delta-k0": HEADLINE | {"delta": True, "k": 0},
 }
 SELECTIONS = ("lowest_return", "random", "coverage", "farthest")
 KEYS = ("part", "env", "dataset", "name", "seed")  # one row per value of these

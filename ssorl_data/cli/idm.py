@@ -40,6 +40,10 @@ def idm() -> None:
 @click.option("--lr", type=click_type(IDM_FIELDS["lr"]), default=DEFAULTS.lr, show_default=True)
 @click.option("--batch-size", type=click_type(IDM_FIELDS["batch_size"]),
               default=DEFAULTS.batch_size, show_default=True)  # fmt: skip
+@click.option("--nll-beta", type=click_type(IDM_FIELDS["nll_beta"]), default=DEFAULTS.nll_beta,
+              show_default=True,
+              help="beta-NLL: weight each action dimension's NLL by its variance^beta "
+                   "(0: plain NLL; 1: the mean fits like squared error).")  # fmt: skip
 @click.option("--max-steps", type=click_type(IDM_FIELDS["max_steps"]),
               default=DEFAULTS.max_steps, show_default=True,
               help="Gradient-step budget (early stopping may end sooner); self-training "
@@ -68,7 +72,7 @@ def idm() -> None:
               help="Replace an IDM already in OUT (relabel runs may point to it).")  # fmt: skip
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def train(store, split, out, k, hidden, members, dropout, shared_trunk, delta, lr, batch_size,
-          max_steps, eval_every, patience, self_train_fraction, self_train_weight,
+          nll_beta, max_steps, eval_every, patience, self_train_fraction, self_train_weight,
           self_train_steps, seed, device, threads, overwrite, quiet) -> None:  # fmt: skip
     """Train an IDM ensemble on the visible episodes of SPLIT in STORE; write it to OUT.
 
@@ -83,7 +87,8 @@ def train(store, split, out, k, hidden, members, dropout, shared_trunk, delta, l
 
     config = IdmTrainConfig(
         k=k, hidden=hidden, members=members, dropout=dropout,
-        shared_trunk=shared_trunk, delta=delta, lr=lr, batch_size=batch_size, max_steps=max_steps,
+        shared_trunk=shared_trunk, delta=delta, lr=lr, batch_size=batch_size,
+        nll_beta=nll_beta, max_steps=max_steps,
         eval_every=eval_every, patience=patience, self_train_fraction=self_train_fraction,
         self_train_weight=self_train_weight, self_train_steps=self_train_steps, seed=seed,
     )  # fmt: skip

@@ -97,13 +97,21 @@ class IdmEnsemble(nn.Module):
         return mean, log_std
 
 
-def squashed_nll(mean: Tensor, log_std: Tensor, action: Tensor) -> Tensor:
-    """Per-member, per-sample NLL [M, B] of `action` [B, A] in [-1, 1] under tanh(N(mean, std))."""
+def squashed_nll(mean: Tensor, log_std: Tensor, action: Tensor, beta: float = 0.0) -> Tensor:
+    """Per-member, per-sample NLL [M, B] of `action` [B, A] in [-1, 1] under tanh(N(mean, std)).
+
+    With `beta` > 0, each dimension's term is weighted by its variance to the power beta,
+    held constant (beta-NLL, Seitzer et al. 2022): plain NLL lets a member explain hard
+    steps by a wide variance instead of fitting their mean, and beta = 1 turns the mean's
+    gradient into that of the squared error. A training loss; the density is beta = 0.
+    """
     a = action.clamp(-1 + SQUASH_EPS, 1 - SQUASH_EPS)
     u = torch.atanh(a)
     z = (u - mean) * torch.exp(-log_std)
     log_prob = -0.5 * z.square() - log_std - 0.5 * math.log(2 * math.pi)
     log_prob = log_prob - torch.log1p(-a.square())  # change of variables through tanh
+    if beta:
+        log_prob = log_prob * torch.exp(2 * beta * log_std).detach()
     return -log_prob.sum(-1)
 
 

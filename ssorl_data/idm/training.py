@@ -63,6 +63,8 @@ class IdmTrainConfig:
     delta: bool = False  # also feed s_{t+1} - s_t, scaled to unit variance (IdmSpec.delta_std)
     lr: float = 1e-4
     batch_size: int = 1024
+    # beta-NLL (`model.squashed_nll`): 0 is plain NLL, 0.5 the paper's default, 1 MSE-like
+    nll_beta: float = 0.0
     # Budget: at most max_steps gradient steps (about 4 minutes for the defaults with one
     # CPU thread: 245 s on Hopper medium-expert), ending earlier when validation NLL has
     # not improved for `patience` evaluations.
@@ -90,6 +92,7 @@ IDM_FIELDS: dict[str, Expect] = {
     "delta": Expect(bool),
     "lr": Expect(float, min=0, min_open=True),
     "batch_size": Expect(int, min=1),
+    "nll_beta": Expect(float, min=0, max=1),
     "max_steps": Expect(int, min=1),
     "eval_every": Expect(int, min=1),
     "patience": Expect(int, min=1),
@@ -376,7 +379,7 @@ def _train_phase(
             # Poisson(1) weights per member and sample: a bootstrap that keeps members
             # diverse even though they share each batch.
             draws = torch.poisson(torch.ones(config.members, x.shape[0]), generator=generator)
-            nll = squashed_nll(mean_, log_std, y)  # [M, B]
+            nll = squashed_nll(mean_, log_std, y, config.nll_beta)  # [M, B]
             loss = loss + weight * (nll * draws.to(device)).mean(1).sum()
             if sampler is samplers[0][0]:
                 train_nll = nll.detach()  # the labelled windows' NLL, for the history

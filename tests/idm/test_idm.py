@@ -40,6 +40,23 @@ def test_squashed_nll_is_the_density_of_tanh_of_a_gaussian():
     torch.testing.assert_close(squashed_nll(mean, log_std, a), expected.reshape(1, 1))
 
 
+def test_beta_nll_weights_each_dimension_by_its_variance_held_constant():
+    torch.manual_seed(0)
+    mean = torch.randn(2, 4, 3, requires_grad=True)
+    log_std = torch.randn(2, 4, 3).clamp(-2, 1).requires_grad_()
+    a = torch.rand(4, 3) * 1.8 - 0.9
+    torch.testing.assert_close(squashed_nll(mean, log_std, a, 0.0), squashed_nll(mean, log_std, a))
+    # beta = 1: the mean's gradient is the squared error's, whatever the variance
+    squashed_nll(mean, log_std, a, 1.0).sum().backward()
+    torch.testing.assert_close(mean.grad, mean.detach() - torch.atanh(a))
+    # beta = 0.5: the plain NLL's gradient times std, per dimension
+    plain_mean = mean.detach().clone().requires_grad_()
+    squashed_nll(plain_mean, log_std.detach(), a).sum().backward()
+    half_mean = mean.detach().clone().requires_grad_()
+    squashed_nll(half_mean, log_std.detach(), a, 0.5).sum().backward()
+    torch.testing.assert_close(half_mean.grad, plain_mean.grad * torch.exp(log_std.detach()))
+
+
 def test_training_learns_the_dynamics_and_restores_the_best_weights(trained):
     store_path, idm_dir = trained
     idm = load_idm(idm_dir)
