@@ -373,10 +373,24 @@ RENDERERS = {
 }
 
 
+# results made by several invocations: where the commands are written down
+COMMANDS = {
+    "idm_study": "OMP_NUM_THREADS=1 python -m benchmarks.idm_study --seeds 0,1,2 --configs "
+    "CONFIGS --compare-selection (configs with 3 seeds), and --seeds 0 --configs CONFIGS for "
+    "the configs with one",
+    "proxy_training": "OMP_NUM_THREADS=1 python -m benchmarks.proxy_training --seeds S, one "
+    "process per seed",
+}
+
+
 def render(name: str) -> str:
     result = json.loads((RESULTS / f"{name}.json").read_text())
     settings = result.get("settings", {})
-    command = result.get("command") or settings.get("command", f"python -m benchmarks.bench_{name}")
+    command = (
+        COMMANDS.get(name)
+        or result.get("command")
+        or settings.get("command", f"python -m benchmarks.bench_{name}")
+    )
     return f"{RENDERERS[name](result)}\n\nCommand: `{command}`"
 
 

@@ -36,7 +36,7 @@ Keys left out take the defaults shown.
 [split]     labelled_fraction = 0.1, quantile = 0.5 (labelled episodes drawn from the lowest
             quantile of returns; 1.0: a random split), seed = 0
 [idm]       any IdmTrainConfig field (defaults: `ssorl idm train --help`): max_steps (the
-            budget), hidden = [1024, 1024], members, k, lr, batch_size, eval_every, ...
+            budget), hidden, members, k, delta, nll_beta, lr, batch_size, eval_every, ...
 [relabel]   name = "idm" (relabels/NAME in the store), batch_size = 8192
 [train]     algo = "td3bc" | "iql" | "cql" | "dt", modes = ["full", "semi-supervised",
             "labelled-only"], steps = 10000, seeds = [0], overrides = {alpha = 2.5},
@@ -48,7 +48,7 @@ Keys left out take the defaults shown.
 DEFAULTS: dict[str, dict[str, Any]] = {
     "data": {"steps": 20_000, "policy": "random", "seed": 0},  # plus source or env_id
     "split": {"labelled_fraction": 0.1, "quantile": 0.5, "seed": 0},
-    "idm": {"hidden": (1024, 1024)},  # plus any other IdmTrainConfig field
+    "idm": {},  # any IdmTrainConfig field; the rest are its defaults
     "relabel": {"name": "idm", "batch_size": 8192},
     "train": {
         "algo": "td3bc",
@@ -176,7 +176,9 @@ class PipelineConfig:
             )
         make_config(sections["train"]["algo"], sections["train"]["overrides"], parse_strings=False)
         _check_optional_train(where, sections["train"])
-        idm = sections["idm"] | {"hidden": tuple(sections["idm"]["hidden"])}
+        idm = dict(sections["idm"])
+        if "hidden" in idm:
+            idm["hidden"] = tuple(idm["hidden"])
         sections["idm"] = asdict(IdmTrainConfig(**idm))
         return cls(**sections)
 
