@@ -70,3 +70,16 @@ def trained(tmp_path_factory) -> tuple[Path, Path]:
 def store_copy(trained, tmp_path) -> Path:
     shutil.copytree(trained[0], tmp_path / "store")
     return tmp_path / "store"
+
+
+def record_reads(monkeypatch) -> list[tuple[str, int, int]]:
+    """From now on, every (array, start, stop) the store reads, in order."""
+    reads: list[tuple[str, int, int]] = []
+    original = TrajectoryStore._read
+
+    def spy(self, name, start, stop):
+        reads.append((name, start, stop))
+        return original(self, name, start, stop)
+
+    monkeypatch.setattr(TrajectoryStore, "_read", spy)
+    return reads

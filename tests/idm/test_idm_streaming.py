@@ -17,7 +17,7 @@ from ssorl_data.splits import make_split
 from ssorl_data.store import TrajectoryStore
 from ssorl_data.streaming_stats import store_observation_stats
 from tests.data.factories import make_store, random_batch
-from tests.idm.conftest import TINY, make_dynamics_store
+from tests.idm.conftest import TINY, make_dynamics_store, record_reads
 
 CONFIG = dataclasses.replace(TINY, k=2, max_steps=60, eval_every=20, max_val_steps=150)
 
@@ -71,17 +71,10 @@ def test_training_from_the_visible_rows_equals_training_from_the_whole_store(tmp
 
 def test_training_reads_only_the_visible_steps(tmp_path, monkeypatch) -> None:
     path = make_dynamics_store(tmp_path / "store", seed=2, chunk_steps=16)
-    reads: list[tuple[str, int, int]] = []
-    original = TrajectoryStore._read
-
-    def spy(self, name, start, stop):
-        reads.append((name, start, stop))
-        return original(self, name, start, stop)
-
     with TrajectoryStore.open(path) as store:
         table = store.episode_table()
         visible = store.read_split("half").visible
-        monkeypatch.setattr(TrajectoryStore, "_read", spy)
+        reads = record_reads(monkeypatch)
         train_idm(store, "half", None, dataclasses.replace(CONFIG, max_steps=2), progress=False)
         n_steps = store.n_steps
     action_reads = [(lo, hi) for name, lo, hi in reads if name == "steps/actions"]
@@ -157,7 +150,9 @@ def test_an_idm_trains_on_uint8_frames_as_on_their_float32_copy(tmp_path) -> Non
         arrays, mean=np.array(spec.obs_mean, np.float32), std=np.array(spec.obs_std, np.float32)
     )
     train_eps, val_eps = idm_training.split_train_val(visible, config.val_fraction, config.seed)
-    network, _, history, _ = idm_training._fit(spec, arrays, train_eps, val_eps, config, "cpu", False)
+    network, _, history, _ = idm_training._fit(
+        spec, arrays, train_eps, val_eps, config, "cpu", False
+    )
     assert history == result.history
     for name, weights in result.idm.network.state_dict().items():
         assert torch.equal(weights, network.state_dict()[name]), name

@@ -18,7 +18,7 @@ from ssorl_data.idm.self_training import pseudo_label, sample_episodes
 from ssorl_data.idm.windows import RangeWindows
 from ssorl_data.store import TrajectoryStore
 from ssorl_train.cli.main import cli
-from tests.idm.conftest import TINY, make_dynamics_store
+from tests.idm.conftest import TINY, make_dynamics_store, record_reads
 
 SELF = dataclasses.replace(TINY, max_steps=150, self_train_fraction=0.5, self_train_steps=400)
 
@@ -66,17 +66,10 @@ def test_self_training_never_reads_the_hidden_actions_and_reports_what_it_did(
     tmp_path, monkeypatch
 ) -> None:
     path = make_dynamics_store(tmp_path / "store", seed=4)
-    reads: list[tuple[str, int, int]] = []
-    original = TrajectoryStore._read
-
-    def spy(self, name, start, stop):
-        reads.append((name, start, stop))
-        return original(self, name, start, stop)
-
     with TrajectoryStore.open(path) as store:
         table = store.episode_table()
         visible = np.asarray(store.read_split("half").visible, bool)
-        monkeypatch.setattr(TrajectoryStore, "_read", spy)
+        reads = record_reads(monkeypatch)
         result = train_idm(store, "half", None, SELF, progress=False)
         monkeypatch.undo()
         supervised = train_idm(store, "half", None, dataclasses.replace(SELF,
