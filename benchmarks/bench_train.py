@@ -15,12 +15,12 @@ grad_steps) is skipped, and an interrupted run continues from its checkpoint und
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import click
 import numpy as np
 
+from benchmarks.common import write_json
 from ssorl_data.episode_index import EpisodeIndex
 from ssorl_data.io.importing import import_dataset
 from ssorl_data.reference_scores import normalized_score
@@ -48,12 +48,6 @@ def _store(source: Path, runs: Path) -> Path:
     if not store.exists():
         import_dataset(source, store, progress=False)
     return store
-
-
-def _write(path: Path, rows: list[dict]) -> None:
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps({"rows": rows}, indent=1))
-    os.replace(tmp, path)
 
 
 @click.command()
@@ -112,7 +106,7 @@ def main(
                         "dataset_normalized_return": dataset_normalized_return(data),
                     }
                 )
-                _write(out_path, rows)
+                write_json(out_path, {"rows": rows})
                 click.echo(json.dumps(rows[-1]))
 
 

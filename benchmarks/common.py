@@ -51,7 +51,13 @@ def write_results(name: str, payload: dict[str, Any], directory: Path = RESULTS)
     command = " ".join(["python -m", f"benchmarks.{Path(sys.argv[0]).stem}", *sys.argv[1:]])
     payload = {"command": command, "machine": machine(), **payload}
     path = directory / f"{name}.json"
-    partial = path.with_suffix(".json.tmp")  # renamed over: a killed writer leaves the old file
+    write_json(path, payload)
+    return path
+
+
+def write_json(path: Path, payload: dict[str, Any]) -> None:
+    """`payload` as JSON at `path`, written beside it and renamed over it: a killed writer
+    leaves the old file, never half a new one."""
+    partial = path.with_suffix(".json.tmp")
     partial.write_text(json.dumps(payload, indent=1) + "\n")
     os.replace(partial, path)
-    return path

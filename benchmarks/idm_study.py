@@ -39,7 +39,7 @@ from typing import Any
 import click
 import torch
 
-from benchmarks.common import CORPUS, RESULTS, machine
+from benchmarks.common import CORPUS, RESULTS, machine, write_json
 from ssorl_data.idm.evaluate import evaluate_idm
 from ssorl_data.idm.model import UNCERTAINTY_DEFINITIONS
 from ssorl_data.idm.training import IdmTrainConfig, train_idm
@@ -150,12 +150,6 @@ def make_splits(store_path: Path, seed: int, selections: bool) -> dict[str, str]
     return names
 
 
-def _write(path: Path, payload: dict[str, Any]) -> None:
-    partial = path.with_suffix(".json.tmp")
-    partial.write_text(json.dumps(payload, indent=1) + "\n")
-    os.replace(partial, path)
-
-
 @click.command()
 @click.option("--envs", default=",".join(ENVS), show_default=True)
 @click.option("--datasets", default=",".join(DATASETS), show_default=True)
@@ -206,7 +200,7 @@ def main(envs, datasets, seeds, configs, compare_selection, selection_config, ma
         row |= score(store, split, dataclasses.replace(IdmTrainConfig(), **fields))
         payload["rows"].append(row)
         done.add(key)
-        _write(out, payload)
+        write_json(out, payload)
         click.echo(f"{key}: hidden relative MSE {row['hidden_relative_mse']:.3f} in "
                    f"{row['train_seconds']:.0f}s")  # fmt: skip
 

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import shutil
 import time
 from pathlib import Path
@@ -37,7 +36,7 @@ from typing import Any
 import click
 import torch
 
-from benchmarks.common import CORPUS, RESULTS, machine
+from benchmarks.common import CORPUS, RESULTS, machine, write_json
 from benchmarks.idm_study import DATASETS, ENVS, HEADLINE, ensure_store, make_splits, relative
 from ssorl_data.idm.evaluate import evaluate_idm
 from ssorl_data.idm.training import IdmTrainConfig, train_idm
@@ -54,12 +53,6 @@ VARIANTS = {"plain": {}, "drop-uncertain": {"drop_uncertain": DROP_UNCERTAIN},
             "weight-beta": {"weight_beta": WEIGHT_BETA}}  # fmt: skip
 SELECTIONS = ("lowest_return", "coverage", "random")
 KEYS = ("env", "dataset", "selection", "variant", "seed")
-
-
-def _write(path: Path, payload: dict[str, Any]) -> None:
-    partial = path.with_suffix(".json.tmp")
-    partial.write_text(json.dumps(payload, indent=1) + "\n")
-    os.replace(partial, path)
 
 
 def idm_and_relabel(
@@ -145,7 +138,7 @@ def main(envs, datasets, seeds, steps, eval_episodes, idm_max_steps, corpus, sto
                         payload["rows"] = [r for r in payload["rows"]
                                            if tuple(r[k] for k in KEYS) != key] + [row]  # fmt: skip
                         done.add(key)
-                        _write(out, payload)
+                        write_json(out, payload)
                         click.echo(f"{key}: score {row['normalized_score']:.1f}, IDM relative "
                                    f"MSE {row['idm_hidden_relative_mse']:.3f}")  # fmt: skip
     click.echo(f"{len(payload['rows'])} rows in {out}")

@@ -2,85 +2,176 @@
 
 On the corpus's Hopper-v5 and HalfCheetah-v5 medium-replay and medium-expert
 (medium + expert imported into one store) sets, TD3+BC on all four and DT on the
-two medium-replay sets are trained `full`, `semi-supervised` (10% of episodes
-labelled, drawn from the lowest 50% of returns; the rest relabelled by an IDM
-trained on them) and `labelled-only`, for each seed. Each (dataset, algo, seed)
-is one `ssorl run` cell (ssorl_train.sweep), so a seed replicates the whole
-pipeline: split, IDM and agents.
+two medium-replay sets, for each seed, as `ssorl run` cells (ssorl_train.sweep), so a
+seed replicates the whole pipeline: split, IDM (the package default) and agents.
+Each cell is one labelling variant:
+
+- `10%`: 10% of episodes labelled, drawn from the lowest 50% of returns; agents
+  `full`, `semi-supervised` (the rest relabelled by the IDM) and `labelled-only`;
+- `2%`: the same protocol at 2% labelled; `semi-supervised` only;
+- `drop-uncertain`: the `10%` split, with the DROP_UNCERTAIN most uncertain proxy steps
+  left out (TD3+BC; benchmarks/proxy_training.py found it the better of the two
+  uncertainty-aware modes, within noise of plain);
+- `coverage`: as many labelled steps as that seed's `10%` split, spent by coverage
+  selection over every episode (TD3+BC; `ssorl data split --select coverage`).
+
+Agents are evaluated every 10% of their budget (the learning curves) and train in the
+fastest mode of the training-speed issue (TD3+BC compiled + bf16, DT bf16).
 
 Writes benchmarks/results/ss_headline.json after every finished cell:
-{"settings": ..., "rows": [{"env", "dataset", "algo", "mode", "seed", "grad_steps",
-"normalized_score"}, ...], "idm": [...]}, one row per finished agent (never an
-unfinished one), and per cell how well its IDM recovered the hidden actions (MSE
-over their variance: 1.0 is no better than predicting their mean).
+{"settings", "rows": [{"env", "dataset", "algo", "variant", "mode", "seed", "grad_steps",
+"normalized_score"}], "idm": [...], "curves": [...]}, one row per finished agent (never
+an unfinished one), per cell how well its IDM recovered the hidden actions (MSE over
+their variance: 1.0 is no better than predicting their mean), inside and outside the
+labelled return quantile, and per agent its evaluations; and a PNG of the curves per
+(env, dataset, algo) under benchmarks/results/ss_headline/.
 Resumable: rerun the same command; finished stages are skipped and interrupted
-agents continue from their checkpoints under --runs. Cells run seed by seed, so
-an interrupted run leaves whole seeds of every dataset rather than all seeds of one.
+agents continue from their checkpoints under --runs. Cells run in the order of
+`priority`: TD3+BC at 10% for every seed, then TD3+BC's other variants, then DT.
 
-    python -m benchmarks.ss_headline            # hours on a 2-core CPU
+    python -m benchmarks.ss_headline            # a working day and more on a 2-core CPU
     python -m benchmarks.ss_headline --seeds 0 --td3bc-steps 2000 --dt-steps 100
 """
 
 from __future__ import annotations
 
-import dataclasses
+import csv
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import click
 
-from ssorl_train.sweep import Cell, CellResult, SweepConfig, run_cells, sweep_rows
+from benchmarks.common import CORPUS, RESULTS, write_json
+from benchmarks.idm_study import DATASETS, ENVS, HEADLINE_SPLIT, ensure_store
+from ssorl_data.store import EpisodeTable
+from ssorl_train.pipeline import PipelineConfig
+from ssorl_train.sweep import Cell, CellResult, run_cells
 
 ROOT = Path(__file__).resolve().parent
-CORPUS = ROOT.parents[1] / "shared" / "corpus"
-DATASETS = {  # name -> corpus files imported in order into one store
-    "medium-replay": ["medium-replay"],
-    "medium-expert": ["medium", "expert"],
-}
-ENVS = ("Hopper-v5", "HalfCheetah-v5")
 ALGOS = {"medium-replay": ["td3bc", "dt"], "medium-expert": ["td3bc"]}
-IDM_KEYS = ("env", "dataset", "algo", "seed")
-ROW_KEYS = ("env", "dataset", "algo", "mode", "seed", "grad_steps", "normalized_score")
-# Smaller and faster than the 1024x1024 default, and more accurate on these sets: relative
-# MSE on hidden actions 0.084 vs 0.105 and 0.193 vs 0.242, in 7-16 s instead of 131-245 s
-# (benchmarks/results/idm_default_vs_compact.json).
-IDM = {"hidden": [256, 256], "lr": 1e-3, "batch_size": 256, "max_steps": 3000,
-       "eval_every": 100, "patience": 5}  # fmt: skip
+MODES = ("full", "semi-supervised", "labelled-only")
+DROP_UNCERTAIN = 0.2
+# variant -> (its [split] section, extra [train] keys, modes, algos it runs for)
+VARIANTS: dict[str, tuple[dict[str, Any], dict[str, Any], list[str], tuple[str, ...]]] = {
+    "10%": (HEADLINE_SPLIT, {}, list(MODES), ("td3bc", "dt")),
+    "2%": (HEADLINE_SPLIT | {"labelled_fraction": 0.02}, {}, ["semi-supervised"], ("td3bc", "dt")),
+    "drop-uncertain": (HEADLINE_SPLIT, {"drop_uncertain": DROP_UNCERTAIN}, ["semi-supervised"],
+                       ("td3bc",)),
+    "coverage": ({"select": "coverage", "quantile": 1.0}, {}, ["semi-supervised"], ("td3bc",)),
+}  # fmt: skip
+FASTEST = {"td3bc": {"precision": "bf16", "compile": True}, "dt": {"precision": "bf16"}}
+LABELS = ("env", "dataset", "algo", "variant", "seed")
+ROW_KEYS = (*LABELS[:4], "mode", "seed", "grad_steps", "normalized_score")
+
+
+def episode_table(corpus: Path, stores: Path, env: str, dataset: str) -> EpisodeTable:
+    """The set's episode table, from a store imported once under `stores`."""
+    from ssorl_data.store import TrajectoryStore
+
+    with TrajectoryStore.open(ensure_store(corpus, stores, env, dataset)) as store:
+        return store.episode_table()
+
+
+def headline_steps(table: EpisodeTable, seed: int) -> int:
+    """Steps labelled by the `10%` split of `seed`: the coverage variant's budget."""
+    from ssorl_data.splits import choose_visible
+
+    return int(table.lengths[choose_visible(table, seed=seed, **HEADLINE_SPLIT)].sum())
+
+
+def too_few_episodes(table: EpisodeTable, split: dict[str, Any]) -> str | None:
+    """Why the IDM cannot train on `split` of this set (it needs one episode to train on and
+    one to validate on), or None."""
+    if "labelled_fraction" not in split:
+        return None
+    n = round(split["labelled_fraction"] * table.n_episodes)
+    if n >= 2:
+        return None
+    return (f"{split['labelled_fraction']:.0%} of {table.n_episodes} episodes is {n}; the IDM "
+            "needs 2 (one to validate on)")  # fmt: skip
 
 
 def cells(
-    corpus: Path, seeds: list[int], td3bc_steps: int, dt_steps: int, eval_episodes: int
+    corpus: Path,
+    seeds: list[int],
+    td3bc_steps: int,
+    dt_steps: int,
+    eval_episodes: int,
+    stores: Path,
+    skipped: dict[str, str] | None = None,
 ) -> list[Cell]:
-    """Every (env, dataset, algo, seed) cell, seed-major."""
-    train = {"td3bc": {"steps": td3bc_steps, "log_every": 1000},
-             "dt": {"steps": dt_steps, "log_every": 100,
-                    # the published 10k warm-up would keep lr near zero for a short run
-                    "overrides": {"warmup_steps": max(dt_steps // 10, 1)}}}  # fmt: skip
+    """Every (env, dataset, algo, variant, seed) cell, in the order of `priority`. A cell
+    whose split leaves the IDM too few episodes goes to `skipped` (name -> why) instead."""
+    steps = {"td3bc": td3bc_steps, "dt": dt_steps}
+    # the published 10k warm-up of 100k steps, scaled to the budget
+    overrides = {"td3bc": {}, "dt": {"warmup_steps": max(dt_steps // 10, 1)}}
     found = []
-    for env in ENVS:
-        for dataset, files in DATASETS.items():
-            sources = [str(corpus / env / f"{name}.hdf5") for name in files]
-            missing = [s for s in sources if not Path(s).exists()]
-            if missing:
-                raise click.ClickException(f"corpus files not found: {missing}; see --corpus.")
-            raw = {
-                "data": {"source": sources},
-                "split": {"labelled_fraction": 0.1, "quantile": 0.5},
-                "idm": IDM,
-                "eval": {"eval_episodes": eval_episodes, "eval_every": 0},
-                "sweep": {
-                    "algo": ALGOS[dataset],
-                    "seeds": seeds,
-                    "train": {a: train[a] for a in ALGOS[dataset]},
-                },
-            }
-            for cell in SweepConfig.from_dict(raw, f"{env} {dataset}").cells():
-                labels = {"env": env, "dataset": dataset} | cell.labels
-                name = f"{env}-{dataset}-{cell.name}"
-                found.append(dataclasses.replace(cell, name=name, labels=labels))
-    return sorted(found, key=lambda c: c.labels["seed"])  # stable: env, dataset order kept
+    for seed in seeds:
+        for algo in ("td3bc", "dt"):
+            for env in ENVS:
+                for dataset, files in DATASETS.items():
+                    if algo not in ALGOS[dataset]:
+                        continue
+                    sources = [str(corpus / env / f"{name}.hdf5") for name in files]
+                    missing = [s for s in sources if not Path(s).exists()]
+                    if missing:
+                        raise click.ClickException(
+                            f"corpus files not found: {missing}; see --corpus."
+                        )
+                    table = episode_table(corpus, stores, env, dataset)
+                    for variant, (split, extra, modes, algos) in VARIANTS.items():
+                        if algo not in algos:
+                            continue
+                        slug = variant.replace("%", "pct")  # a folder name
+                        name = f"{env}-{dataset}-{algo}-{slug}-seed{seed}"
+                        why = too_few_episodes(table, split)
+                        if why is not None:
+                            (skipped if skipped is not None else {})[name] = why
+                            continue
+                        if variant == "coverage":
+                            split = split | {"labelled_steps": headline_steps(table, seed)}
+                        train = {"algo": algo, "modes": modes, "seeds": [seed],
+                                 "steps": steps[algo], "log_every": max(steps[algo] // 20, 1),
+                                 "overrides": overrides[algo]} | FASTEST[algo] | extra  # fmt: skip
+                        raw = {
+                            "data": {"source": sources},
+                            "split": split | {"seed": seed},
+                            "idm": {"seed": seed},
+                            "train": train,
+                            "eval": {
+                                "eval_episodes": eval_episodes,
+                                "eval_every": max(steps[algo] // 10, 1),
+                            },  # fmt: skip
+                        }
+                        labels = {"env": env, "dataset": dataset, "algo": algo,
+                                  "variant": variant, "seed": seed}  # fmt: skip
+                        found.append(Cell(name, labels, PipelineConfig.from_dict(raw, name)))
+    return sorted(found, key=priority)  # stable: env, dataset and variant order kept
+
+
+def priority(cell: Cell) -> tuple[int, int]:
+    """Which cells run first: the claim itself (TD3+BC, 10%, every seed), then TD3+BC's
+    added variants seed by seed, then DT (five times slower a step) seed by seed, so an
+    interrupted run leaves whole seeds of the most telling comparisons."""
+    labels = cell.labels
+    tier = 0 if (labels["algo"], labels["variant"]) == ("td3bc", "10%") else 1
+    return (tier if labels["algo"] == "td3bc" else 2, labels["seed"])
+
+
+def agent_rows(result: CellResult, runs: Path) -> tuple[list[dict], list[dict]]:
+    """The cell's finished agents: one score row each, and its evaluations (eval.csv)."""
+    labels = {k: result.cell.labels[k] for k in LABELS}
+    rows, curves = [], []
+    for run, agent in result.report["agents"].items():
+        row = labels | {"mode": agent["mode"], "grad_steps": agent["steps"],
+                        "normalized_score": agent["normalized_score"]}  # fmt: skip
+        rows.append(row)
+        with open(runs / "cells" / result.cell.name / "agents" / run / "eval.csv") as f:
+            evals = list(csv.DictReader(f))
+        curves.append(row | {"steps": [int(e["step"]) for e in evals],
+                             "scores": [float(e["normalized_score"]) for e in evals]})  # fmt: skip
+    return rows, curves
 
 
 def idm_row(result: CellResult) -> dict[str, Any]:
@@ -88,9 +179,11 @@ def idm_row(result: CellResult) -> dict[str, Any]:
     quantile and outside it, and its training time."""
     stage = next(s for s in result.report["stages"] if s["name"] == "idm")["result"]
     metrics = stage["metrics"]
-    row = {k: result.cell.labels[k] for k in IDM_KEYS}
+    row = {k: result.cell.labels[k] for k in LABELS}
     for part in ("hidden", "hidden_inside", "hidden_outside"):
-        row[f"{part}_relative_mse"] = metrics[f"{part}_mse"] / metrics[f"{part}_action_variance"]
+        variance = metrics.get(f"{part}_action_variance")
+        mse = metrics.get(f"{part}_mse")
+        row[f"{part}_relative_mse"] = mse / variance if mse is not None and variance else None
     return row | {"hidden_steps": metrics["hidden_n_steps"], "train_seconds": stage["seconds"]}
 
 
@@ -100,27 +193,51 @@ def merge(old: list[dict], new: list[dict], keys: tuple[str, ...]) -> list[dict]
     return [row for row in old if tuple(row[k] for k in keys) not in replaced] + new
 
 
-def _write(path: Path, result: dict[str, Any]) -> None:
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(result, indent=1))
-    os.replace(tmp, path)
+def plot_curves(curves: list[dict], folder: Path) -> None:
+    """One PNG per (env, dataset, algo): each (variant, mode)'s mean score over seeds against
+    gradient steps, with a band of one standard deviation."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    folder.mkdir(parents=True, exist_ok=True)
+    groups: dict[tuple, dict[str, list[dict]]] = {}
+    for curve in curves:
+        key = (curve["env"], curve["dataset"], curve["algo"])
+        label = curve["mode"] if curve["variant"] == "10%" else f"{curve['variant']} semi"
+        groups.setdefault(key, {}).setdefault(label, []).append(curve)
+    for (env, dataset, algo), lines in groups.items():
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for label, members in sorted(lines.items()):
+            steps = members[0]["steps"]
+            same = [m["scores"] for m in members if m["steps"] == steps]
+            mean, std = np.mean(same, axis=0), np.std(same, axis=0)
+            ax.plot(steps, mean, "o-", markersize=3, label=f"{label} ({len(same)})")
+            ax.fill_between(steps, mean - std, mean + std, alpha=0.15)
+        ax.set(xlabel="gradient step", ylabel="normalised score",
+               title=f"{env} {dataset} {algo}: mean ± std over seeds")  # fmt: skip
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(folder / f"{env}-{dataset}-{algo}.png", dpi=100)
+        plt.close(fig)
 
 
 @click.command()
 @click.option("--seeds", default="0,1,2", show_default=True, help="Comma-separated seeds.")
-@click.option("--td3bc-steps", type=int, default=20_000, show_default=True)
-@click.option("--dt-steps", type=int, default=1_000, show_default=True)
-@click.option("--eval-episodes", type=int, default=10, show_default=True)
-@click.option("--jobs", type=int, default=2, show_default=True, help="Cells at once.")
+@click.option("--td3bc-steps", type=click.IntRange(min=1), default=100_000, show_default=True)
+@click.option("--dt-steps", type=click.IntRange(min=1), default=5_000, show_default=True)
+@click.option("--eval-episodes", type=click.IntRange(min=1), default=10, show_default=True)
+@click.option("--jobs", type=click.IntRange(min=1), default=2, show_default=True,
+              help="Cells at once, one torch thread each.")  # fmt: skip
 @click.option("--corpus", type=click.Path(path_type=Path), default=CORPUS, show_default=True)
 @click.option(
     "--runs", type=click.Path(path_type=Path), default=ROOT / "runs" / "ss_headline",
     show_default=True, help="Cell run directories (resumed).",
 )  # fmt: skip
-@click.option(
-    "--out", type=click.Path(path_type=Path),
-    default=ROOT / "results" / "ss_headline.json", show_default=True,
-)  # fmt: skip
+@click.option("--out", type=click.Path(path_type=Path), default=RESULTS / "ss_headline.json",
+              show_default=True)  # fmt: skip
 def main(
     seeds: str,
     td3bc_steps: int,
@@ -131,32 +248,44 @@ def main(
     runs: Path,
     out: Path,
 ) -> None:
-    todo = cells(corpus, [int(s) for s in seeds.split(",")], td3bc_steps, dt_steps, eval_episodes)
+    skipped: dict[str, str] = {}
+    todo = cells(corpus, [int(s) for s in seeds.split(",")], td3bc_steps, dt_steps,
+                 eval_episodes, runs / "stores", skipped)  # fmt: skip
+    for name, why in skipped.items():
+        click.echo(f"{name} skipped: {why}")
     settings = {
         "command": "python -m benchmarks.ss_headline",
         "td3bc_steps": td3bc_steps,
         "dt_steps": dt_steps,
         "eval_episodes": eval_episodes,
-        "idm": IDM,
-        "split": {"labelled_fraction": 0.1, "quantile": 0.5},
+        "idm": "package default (IdmTrainConfig)",
+        "variants": {
+            name: {"split": v[0], "train": v[1], "modes": v[2], "algos": v[3]}
+            for name, v in VARIANTS.items()
+        },  # fmt: skip
+        "fastest": FASTEST,
         "threads_per_cell": 1,
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     previous = json.loads(out.read_text()) if out.exists() else {}
-    finished: dict[str, CellResult] = {}
+    if previous and previous.get("settings") != settings:
+        raise click.ClickException(
+            f"{out} holds results of other settings ({previous.get('settings')}); give --out."
+        )
+    rows, curves, idm = (previous.get(k, []) for k in ("rows", "curves", "idm"))
 
     def save(result: CellResult) -> None:
-        """Rows of every cell finished so far, this run's replacing the file's own."""
+        """Add the cell's rows (replacing its own from an earlier run) and redraw the PNGs."""
+        nonlocal rows, curves, idm
         if result.report is None:
             return
-        finished[result.cell.name] = result
-        rows = [{k: r[k] for k in ROW_KEYS} for r in sweep_rows(finished.values())]
-        idm = [idm_row(r) for r in finished.values()]
-        _write(out, {
-            "settings": settings,
-            "rows": merge(previous.get("rows", []), rows, ROW_KEYS[:6]),
-            "idm": merge(previous.get("idm", []), idm, IDM_KEYS),
-        })  # fmt: skip
+        new_rows, new_curves = agent_rows(result, runs)
+        rows = merge(rows, new_rows, ROW_KEYS[:7])
+        curves = merge(curves, new_curves, ROW_KEYS[:7])
+        idm = merge(idm, [idm_row(result)], LABELS)
+        write_json(out, {"settings": settings, "skipped": skipped, "rows": rows, "idm": idm,
+                         "curves": curves})  # fmt: skip
+        plot_curves(curves, out.parent / out.stem)
 
     click.echo(f"{len(todo)} cells, {jobs} at a time; logs under {runs}/cells/")
     results = run_cells(todo, runs, jobs=jobs, threads=1, echo=click.echo, on_done=save)

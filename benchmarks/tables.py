@@ -124,22 +124,64 @@ def headline_table(result: dict) -> str:
     return f"{scores}\n\n{idm_table(result['idm'])}"
 
 
-def idm_table(rows: list[dict]) -> str:
+HEADLINE_COLUMNS = [  # (variant, mode) -> column of the real-budget headline table
+    (("10%", "full"), "full"), (("10%", "semi-supervised"), "semi 10%"),
+    (("10%", "labelled-only"), "labelled-only 10%"), (("2%", "semi-supervised"), "semi 2%"),
+    (("drop-uncertain", "semi-supervised"), "semi 10%, drop-uncertain"),
+    (("coverage", "semi-supervised"), "semi, coverage-chosen"),
+]  # fmt: skip
+
+
+def headline_variants_table(result: dict) -> str:
+    """Per (env, dataset, algo): each (variant, mode)'s score mean ± std (seeds) and the
+    semi-supervised agents' ratio of means to `full`; then the IDMs' errors per variant."""
+    import numpy as np
+
+    groups: dict[tuple, dict[tuple, list[float]]] = {}
+    for row in result["rows"]:
+        key = (row["env"], row["dataset"], row["algo"], row["grad_steps"])
+        scores = groups.setdefault(key, {}).setdefault((row["variant"], row["mode"]), [])
+        scores.append(row["normalized_score"])
+    table = []
+    for (env, dataset, algo, steps), cells in sorted(groups.items()):
+        line = {"env": env, "dataset": dataset, "algo": algo, "grad_steps": steps}
+        full = cells.get(("10%", "full"))
+        for column, title in HEADLINE_COLUMNS:
+            if column not in cells:
+                continue
+            line[title] = _spread(cells[column], ".1f")
+            if full and column[1] == "semi-supervised":
+                line[title] += f"; {np.mean(cells[column]) / np.mean(full):.0%}"
+        table.append(line)
+    columns = [("env", "env", ""), ("dataset", "dataset", ""), ("algo", "algo", ""),
+               ("grad_steps", "gradient steps", ",")]  # fmt: skip
+    columns += [(title, title, "") for _, title in HEADLINE_COLUMNS]
+    scores = _markdown(table, columns)
+    if not result.get("idm"):
+        return scores
+    return f"{scores}\n\n{idm_table(result['idm'], by_variant=True)}"
+
+
+def idm_table(rows: list[dict], by_variant: bool = False) -> str:
     """The IDMs' relative MSE on hidden actions per (env, dataset), averaged over cells."""
     import numpy as np
 
+    keys = ("env", "dataset", "variant") if by_variant else ("env", "dataset")
     groups: dict[tuple, list[dict]] = {}
     for row in rows:
-        groups.setdefault((row["env"], row["dataset"]), []).append(row)
+        groups.setdefault(tuple(row[k] for k in keys), []).append(row)
     parts = ("hidden", "hidden_inside", "hidden_outside")
     table = [
-        {"env": env, "dataset": dataset, "cells": len(members)}
+        dict(zip(keys, key, strict=True))
+        | {"cells": len(members)}
         | {p: float(np.mean([m[f"{p}_relative_mse"] for m in members])) for p in parts}
         | {"seconds": float(np.mean([m["train_seconds"] for m in members]))}
-        for (env, dataset), members in sorted(groups.items())
+        for key, members in sorted(groups.items())
     ]
     title = "IDM error on the hidden actions (MSE / their variance; mean over cells):"
-    columns = [("env", "env", ""), ("dataset", "dataset", ""), ("cells", "cells", ""),
+    columns = [("env", "env", ""), ("dataset", "dataset", "")]
+    columns += [("variant", "labelled", "")] if by_variant else []
+    columns += [("cells", "cells", ""),
                ("hidden", "all hidden", ".3f"), ("hidden_inside", "lowest 50% of returns", ".3f"),
                ("hidden_outside", "the rest", ".3f"), ("seconds", "train s", ".0f")]  # fmt: skip
     return f"{title}\n\n{_markdown(table, columns)}"
@@ -367,7 +409,8 @@ RENDERERS = {
     "relabel": relabel_table,
     "kernels": kernels_table,
     "train": train_table,
-    "ss_headline": headline_table,
+    "ss_headline": headline_variants_table,
+    "ss_headline_20k": headline_table,
     "idm_study": idm_study_tables,
     "proxy_training": proxy_training_table,
 }
@@ -375,6 +418,8 @@ RENDERERS = {
 
 # results made by several invocations: where the commands are written down
 COMMANDS = {
+    "ss_headline_20k": "python -m benchmarks.ss_headline --td3bc-steps 20000 --dt-steps 1000, "
+    "before issue 15 (the IDM then: 256x256 without the difference input; fp32, no curves)",
     "idm_study": "OMP_NUM_THREADS=1 python -m benchmarks.idm_study --seeds 0,1,2 --configs "
     "CONFIGS --compare-selection (configs with 3 seeds), and --seeds 0 --configs CONFIGS for "
     "the configs with one",

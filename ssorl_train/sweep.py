@@ -88,6 +88,11 @@ class SweepConfig:
                 f"{where}: unknown key(s) {sorted(unknown)!r} in [sweep]:\n{SWEEP_SCHEMA}"
             )
         check_types(where, "sweep", sweep, SWEEP_TYPES)
+        if "labelled_steps" in raw.get("split", {}):
+            raise PipelineConfigError(
+                f"{where}: [split] labelled_steps cannot be swept: a sweep's cells are labelled "
+                "by fraction. Give [split] labelled_fraction, or run the config without [sweep]."
+            )
         for key, (section, name) in GRID_SOURCES.items():
             if key not in sweep:  # the base config's value, checked as its own key
                 value = raw.get(section, {}).get(name, DEFAULTS[section][name])

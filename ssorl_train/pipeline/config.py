@@ -34,7 +34,9 @@ Keys left out take the defaults shown.
             "sb3:PATH" (a stable-baselines3 .zip, weights only), seed = 0 (collected;
             "hopper-balance" mixes random and noisy balancing episodes)
 [split]     labelled_fraction = 0.1, quantile = 0.5 (labelled episodes drawn from the lowest
-            quantile of returns; 1.0: a random split), seed = 0
+            quantile of returns; 1.0: a random split), seed = 0; labelled_steps = N instead
+            of the fraction (a budget in steps); select = "random" | "coverage" | "farthest"
+            (how the budget is spent on the pool: `ssorl data split --select`)
 [idm]       any IdmTrainConfig field (defaults: `ssorl idm train --help`): max_steps (the
             budget), hidden, members, k, delta, nll_beta, lr, batch_size, eval_every, ...
 [relabel]   name = "idm" (relabels/NAME in the store), batch_size = 8192
@@ -65,6 +67,9 @@ DEFAULTS: dict[str, dict[str, Any]] = {
 # from these defaults, so a config that leaves them out keeps its stamps' hashes (its agents
 # are not retrained) and one that writes the default down hashes the same
 OPTIONAL_TRAIN: dict[str, Any] = {"precision": "fp32", "compile": False}
+# [split] keys added later, likewise; labelled_steps has no default: given, it replaces
+# labelled_fraction as the budget
+OPTIONAL_SPLIT: dict[str, Any] = {"select": "random"}
 # the type (and range) of every key but [idm]'s (IdmTrainConfig's own, see `key_types`);
 # keys that are fields of LoopConfig or of the dataset view take their limits from there
 TYPES: dict[str, dict[str, Expect]] = {
@@ -79,6 +84,8 @@ TYPES: dict[str, dict[str, Expect]] = {
         "labelled_fraction": Expect(float, min=0, max=1),
         "quantile": Expect(float, min=0, max=1, min_open=True),
         "seed": Expect(int, min=0),
+        "labelled_steps": Expect(int, min=1),
+        "select": Expect(str),
     },
     "relabel": {"name": Expect(str), "batch_size": Expect(int, min=1)},
     "train": {"algo": Expect(str), "modes": Expect(str, many=True), "overrides": Expect(dict),
@@ -160,6 +167,7 @@ class PipelineConfig:
             given = dict(raw.get(name, {}))
             known = set(defaults) | {
                 "data": {"source", "env_id"},
+                "split": {"labelled_steps", *OPTIONAL_SPLIT},
                 "train": set(OPTIONAL_TRAIN),
                 "idm": set(IdmTrainConfig.__dataclass_fields__),
             }.get(name, set())
@@ -167,6 +175,7 @@ class PipelineConfig:
             check_types(where, name, given, types[name])
             sections[name] = defaults | given
         _check_data(where, sections["data"], raw.get("data", {}))
+        _check_split(where, sections["split"], raw.get("split", {}))
         check_name(sections["relabel"]["name"], "relabel run")
         bad_modes = set(sections["train"]["modes"]) - set(MODES)
         if bad_modes:
@@ -198,6 +207,27 @@ def _check_optional_train(where: str, train: dict[str, Any]) -> None:
     for key, default in OPTIONAL_TRAIN.items():
         if key in train and train[key] == default:
             del train[key]
+
+
+def _check_split(where: str, split: dict[str, Any], given: dict[str, Any]) -> None:
+    """One budget (labelled_steps drops the default fraction) and a known selection; the
+    default selection is dropped like OPTIONAL_TRAIN's defaults."""
+    from ssorl_data.episode_selection import SELECTIONS
+
+    if "labelled_steps" in split:
+        if "labelled_fraction" in given:
+            raise PipelineConfigError(
+                f"{where}: [split] has both labelled_fraction and labelled_steps: give one "
+                "labelling budget, a fraction of the episodes or a number of steps."
+            )
+        del split["labelled_fraction"]
+    if split.get("select", "random") not in SELECTIONS:
+        raise PipelineConfigError(
+            f"{where}: [split] select must be one of {list(SELECTIONS)!r}. Got {split['select']!r}."
+        )
+    for key, default in OPTIONAL_SPLIT.items():
+        if key in split and split[key] == default:
+            del split[key]
 
 
 def read_toml(path: str | Path) -> dict[str, Any]:

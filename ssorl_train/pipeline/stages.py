@@ -150,7 +150,9 @@ def _split(section: dict[str, Any], store: Path) -> dict[str, Any]:
         split = make_split(
             opened,
             SPLIT_NAME,
-            labelled_fraction=float(section["labelled_fraction"]),
+            labelled_fraction=section.get("labelled_fraction"),  # absent with labelled_steps
+            labelled_steps=section.get("labelled_steps"),
+            select=section.get("select", "random"),
             quantile=float(section["quantile"]),
             seed=int(section["seed"]),
             overwrite=True,

@@ -4,41 +4,78 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from benchmarks import ss_headline
 from benchmarks.tables import headline_table
+from ssorl_data.splits import choose_visible
+from ssorl_data.store import EpisodeTable
 
 CORPUS = Path(__file__).parents[3] / "shared" / "corpus"
 
 
 @pytest.mark.skipif(not CORPUS.exists(), reason="needs ../shared/corpus")
-def test_cells_cover_the_protocol_seed_by_seed():
-    cells = ss_headline.cells(
-        CORPUS, [0, 1, 2], td3bc_steps=20_000, dt_steps=1_000, eval_episodes=10
-    )
-    assert len(cells) == 3 * (4 + 2)  # seeds x (td3bc on 4 sets + dt on 2 medium-replay sets)
-    assert [c.labels["seed"] for c in cells] == [0] * 6 + [1] * 6 + [2] * 6
-    assert len({c.name for c in cells}) == len(cells)
+def test_cells_cover_the_protocol_seed_by_seed(tmp_path, monkeypatch):
+    def episode_table(corpus, stores, env, dataset):  # imports the corpus otherwise
+        n = 40 if (env, dataset) == ("HalfCheetah-v5", "medium-replay") else 200
+        lengths = np.arange(n) % 7 + 10
+        step_start = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+        return EpisodeTable(step_start, lengths, np.arange(n, dtype=float), np.ones(n, bool))
+
+    monkeypatch.setattr(ss_headline, "episode_table", episode_table)
+    skipped = {}
+    cells = ss_headline.cells(CORPUS, [0, 1, 2], td3bc_steps=100_000, dt_steps=5_000,
+                              eval_episodes=10, stores=tmp_path, skipped=skipped)  # fmt: skip
+    # td3bc: 4 sets x 4 variants; dt: 2 medium-replay sets x 2; but 2% of HalfCheetah
+    # medium-replay's 40 episodes is 1, too few for an IDM (it validates on another)
+    assert sorted(skipped) == [f"HalfCheetah-v5-medium-replay-{a}-2pct-seed{s}"
+                               for a in ("dt", "td3bc") for s in (0, 1, 2)]  # fmt: skip
+    assert len(cells) == 3 * (4 * 4 + 2 * 2 - 2) and len({c.name for c in cells}) == len(cells)
+    order = [(c.labels["algo"], c.labels["variant"] == "10%", c.labels["seed"]) for c in cells]
+    # the claim first (TD3+BC at 10%, every seed), then TD3+BC's other variants, then DT
+    assert order == [("td3bc", True, s) for s in (0, 1, 2) for _ in range(4)] + [
+        ("td3bc", False, s) for s in (0, 1, 2) for _ in range(11)] + [
+        ("dt", v, s) for s in (0, 1, 2) for v in (True, False, True)]  # fmt: skip
     for cell in cells:
         config, labels = cell.config, cell.labels
         files = [Path(s).name for s in config.data["source"]]
         expected = {"medium-replay": ["medium-replay.hdf5"],
                     "medium-expert": ["medium.hdf5", "expert.hdf5"]}[labels["dataset"]]  # fmt: skip
         assert files == expected and labels["env"] in config.data["source"][0]
-        assert (config.split["labelled_fraction"], config.split["quantile"]) == (0.1, 0.5)
         assert config.split["seed"] == config.idm["seed"] == labels["seed"]
-        assert config.train["modes"] == ["full", "semi-supervised", "labelled-only"]
-        steps = {"td3bc": 20_000, "dt": 1_000}[labels["algo"]]
-        assert config.train["steps"] == steps
+        split = {k: config.split.get(k) for k in ("labelled_fraction", "quantile", "select")}
+        variant = labels["variant"]
+        assert (
+            split
+            == {
+                "10%": {"labelled_fraction": 0.1, "quantile": 0.5, "select": None},
+                "drop-uncertain": {"labelled_fraction": 0.1, "quantile": 0.5, "select": None},
+                "2%": {"labelled_fraction": 0.02, "quantile": 0.5, "select": None},
+                "coverage": {"labelled_fraction": None, "quantile": 1.0, "select": "coverage"},
+            }[variant]
+        )
+        if variant == "coverage":  # as many labelled steps as the same seed's 10% split
+            table = episode_table(None, None, labels["env"], labels["dataset"])
+            visible = choose_visible(table, 0.1, 0.5, seed=labels["seed"])
+            assert config.split["labelled_steps"] == table.lengths[visible].sum()
+        modes = ["full", "semi-supervised", "labelled-only"] if variant == "10%" else [
+            "semi-supervised"]  # fmt: skip
+        assert config.train["modes"] == modes
+        assert config.train["drop_uncertain"] == (0.2 if variant == "drop-uncertain" else 0.0)
+        steps = {"td3bc": 100_000, "dt": 5_000}[labels["algo"]]
+        assert config.train["steps"] == steps and config.eval["eval_every"] == steps // 10
+        assert config.train["precision"] == "bf16"
         if labels["algo"] == "dt":
-            assert labels["dataset"] == "medium-replay"
-            assert config.train["overrides"] == {"warmup_steps": 100}
+            assert labels["dataset"] == "medium-replay" and variant in ("10%", "2%")
+            assert config.train["overrides"] == {"warmup_steps": 500}
+        else:
+            assert config.train["compile"] is True
 
 
 def test_missing_corpus_is_a_clear_error(tmp_path):
     with pytest.raises(Exception, match="corpus files not found"):
-        ss_headline.cells(tmp_path, [0], 10, 10, 1)
+        ss_headline.cells(tmp_path, [0], 10, 10, 1, stores=tmp_path)
 
 
 def test_table_puts_modes_side_by_side_with_mean_std_and_seed_count():
@@ -66,3 +103,26 @@ def test_idm_table_averages_relative_errors_per_dataset():
 
     line = idm_table([row(1, 0.1), row(2, 0.3)]).splitlines()[-1]
     assert line == "| Hopper-v5 | medium-expert | 2 | 0.200 | 0.100 | 0.400 | 15 |"
+
+
+def test_variants_table_gives_semi_supervised_as_a_share_of_full():
+    from benchmarks.tables import headline_variants_table
+
+    def row(variant, mode, seed, score):
+        return {"env": "Hopper-v5", "dataset": "medium-replay", "algo": "td3bc",
+                "variant": variant, "mode": mode, "seed": seed, "grad_steps": 100_000,
+                "normalized_score": score}  # fmt: skip
+
+    rows = [row("10%", "full", 0, 10.0), row("10%", "full", 1, 30.0),
+            row("10%", "semi-supervised", 0, 19.0),
+            row("2%", "semi-supervised", 0, 10.0)]  # fmt: skip
+    line = headline_variants_table({"rows": rows}).splitlines()[-1]
+    assert line == ("| Hopper-v5 | medium-replay | td3bc | 100,000 | 20.0 ± 10.0 (2) | "
+                    "19.0 ± 0.0 (1); 95% | - | 10.0 ± 0.0 (1); 50% | - | - |")  # fmt: skip
+
+
+def test_curves_are_drawn_per_set_and_algorithm(tmp_path):
+    curve = {"env": "Hopper-v5", "dataset": "medium-replay", "algo": "td3bc", "variant": "10%",
+             "mode": "full", "seed": 0, "steps": [10, 20], "scores": [1.0, 2.0]}  # fmt: skip
+    ss_headline.plot_curves([curve, curve | {"seed": 1}, curve | {"variant": "2%"}], tmp_path)
+    assert [p.name for p in tmp_path.iterdir()] == ["Hopper-v5-medium-replay-td3bc.png"]

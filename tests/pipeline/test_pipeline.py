@@ -246,3 +246,31 @@ def test_collects_with_an_sb3_policy_file_beside_the_config(tmp_path):
         episode = store.episode(0)
     expected, _ = model.predict(episode.observations[:-1], deterministic=True)
     np.testing.assert_allclose(episode.actions, expected, atol=1e-5)
+
+
+def test_a_split_by_coverage_within_a_step_budget_feeds_the_idm(tmp_path):
+    raw = toy_config(train=TOY["train"] | {"modes": ["semi-supervised"]}).to_dict()
+    raw["split"] = {"labelled_steps": 300, "select": "coverage", "quantile": 1.0}
+    config = PipelineConfig.from_dict(raw)
+    assert "labelled_fraction" not in config.split  # the step budget replaces the default
+    report = run(tmp_path / "run", config)
+    assert statuses(report)["idm"] == "ran"
+    with TrajectoryStore.open(tmp_path / "run" / "store") as store:
+        protocol = store.read_split("pipeline").attrs
+    assert protocol["method"] == "coverage" and protocol["labelled_steps"] == 300
+    assert 0 < protocol["n_visible_steps"] <= 300
+
+
+def test_the_default_selection_hashes_as_if_left_out():
+    written = toy_config(split={"labelled_fraction": 0.3, "select": "random"})
+    assert written.split == toy_config().split
+
+
+@pytest.mark.parametrize(
+    ("split", "match"),
+    [({"labelled_fraction": 0.2, "labelled_steps": 100}, "give one labelling budget"),
+     ({"select": "best"}, "select must be one of")],
+)  # fmt: skip
+def test_split_budget_and_selection_errors(split, match):
+    with pytest.raises(PipelineConfigError, match=match):
+        PipelineConfig.from_dict({"data": {"env_id": "Hopper-v5"}, "split": split})

@@ -169,3 +169,10 @@ def test_cells_left_without_a_mode_are_dropped():
     raw = BASE | {"train": TOY["train"] | {"modes": ["full"]}}
     cells = SweepConfig.from_dict(raw | {"sweep": {"quantile": [0.5, 1.0]}}).cells()
     assert [c.name for c in cells] == ["td3bc-lf0.3-q0.5-seed0"]
+
+
+def test_a_step_budget_cannot_be_swept():
+    raw = {"data": {"env_id": "Hopper-v5"}, "split": {"labelled_steps": 500},
+           "sweep": {"seeds": [0, 1]}}  # fmt: skip
+    with pytest.raises(PipelineConfigError, match="labelled_steps cannot be swept"):
+        SweepConfig.from_dict(raw)
