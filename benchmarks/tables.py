@@ -207,6 +207,9 @@ def scale_tables(result: dict) -> str:
         row | {"note": "error: " + row["error"][:120]} if "error" in row else row
         for row in result["rows"]
     ]
+    for row in rows:
+        if "load_1min" in row:  # at the stage's start and end
+            row["load"] = " -> ".join(f"{v:.1f}" for v in row["load_1min"])
     measured = _markdown(
         rows,
         [
@@ -218,6 +221,10 @@ def scale_tables(result: dict) -> str:
             ("unit", "steps/s counts", ""),
             ("peak_rss_mb", "peak RSS MB", ",.0f"),
             ("peak_anon_mb", "peak anon MB", ",.0f"),
+            ("cpu_seconds", "CPU s", ".2f"),
+            ("read_mb", "read MB", ",.0f"),
+            ("write_mb", "written MB", ",.0f"),
+            ("load", "load (1 min)", ""),
             ("note", "note", ""),
         ],
     )
@@ -258,7 +265,8 @@ def _scaling_cell(target: dict) -> str:
     if "ratio" not in target:
         return target.get("verdict", "n/a")
     sizes = f"{target['from_size']:,} -> {target['to_size']:,}"
-    return f"{target['ratio']:.2f} ({sizes}): {target['verdict']}"
+    cpu = f"; CPU {target['cpu_ratio']:.2f}" if "cpu_ratio" in target else ""
+    return f"{target['ratio']:.2f}{cpu} ({sizes}): {target['verdict']}"
 
 
 def train_speed_tables(result: dict) -> str:
@@ -425,6 +433,11 @@ COMMANDS = {
     "the configs with one",
     "proxy_training": "OMP_NUM_THREADS=1 python -m benchmarks.proxy_training --seeds S, one "
     "process per seed",
+    "scale": "python -m benchmarks.bench_scale --image-train-steps 200 --redo (low-dim at every size; of the "
+    "image store only the Minari export), "
+    "then the same with --sizes 10M --image-sizes '' --stages 'training cache,ssorl train,"
+    "ssorl train --no-cache,DT sampling' (the 10M training rows again, on a quiet machine); "
+    "the 100M append row and the other image rows are from the earlier run",
 }
 
 
