@@ -433,11 +433,11 @@ COMMANDS = {
     "the configs with one",
     "proxy_training": "OMP_NUM_THREADS=1 python -m benchmarks.proxy_training --seeds S, one "
     "process per seed",
-    "scale": "python -m benchmarks.bench_scale --image-train-steps 200 --redo (low-dim at every size; of the "
-    "image store only the Minari export), "
-    "then the same with --sizes 10M --image-sizes '' --stages 'training cache,ssorl train,"
-    "ssorl train --no-cache,DT sampling' (the 10M training rows again, on a quiet machine); "
-    "the 100M append row and the other image rows are from the earlier run",
+    "scale": "python -m benchmarks.bench_scale --image-train-steps 200 --redo (low-dim at "
+    "every size; of the image store only the Minari export), then the same with --sizes 10M "
+    "--image-sizes '' --stages 'training cache,ssorl train,ssorl train --no-cache,DT sampling' "
+    "(the 10M training rows again, on a quiet machine); the 100M append row and the other "
+    "image rows are from the earlier run",
 }
 
 

@@ -42,8 +42,9 @@ Keys left out take the defaults shown.
 [relabel]   name = "idm" (relabels/NAME in the store), batch_size = 8192
 [train]     algo = "td3bc" | "iql" | "cql" | "dt", modes = ["full", "semi-supervised",
             "labelled-only"], steps = 10000, seeds = [0], overrides = {alpha = 2.5},
-            drop_uncertain = 0.0, log_every = 1000, precision = "fp32" | "bf16",
-            compile = false (`ssorl train --precision/--compile`)
+            drop_uncertain = 0.0, weight_beta = B (semi-supervised: proxy steps drawn with
+            weight exp(-B u / median u); absent: uniform), log_every = 1000,
+            precision = "fp32" | "bf16", compile = false (`ssorl train --precision/--compile`)
 [eval]      eval_episodes = 10, eval_every = 0 (steps between evaluations; 0: at the end only)
 """
 
@@ -68,7 +69,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
 # are not retrained) and one that writes the default down hashes the same
 OPTIONAL_TRAIN: dict[str, Any] = {"precision": "fp32", "compile": False}
 # [split] keys added later, likewise; labelled_steps has no default: given, it replaces
-# labelled_fraction as the budget
+# labelled_fraction as the budget (and [train] weight_beta has none: absent, no weights)
 OPTIONAL_SPLIT: dict[str, Any] = {"select": "random"}
 # the type (and range) of every key but [idm]'s (IdmTrainConfig's own, see `key_types`);
 # keys that are fields of LoopConfig or of the dataset view take their limits from there
@@ -97,8 +98,8 @@ TYPES: dict[str, dict[str, Expect]] = {
 
 def key_types() -> dict[str, dict[str, Expect]]:
     """TYPES completed with the tables of the configs the sections feed (they import torch,
-    so only when validating): [idm] IdmTrainConfig's fields, [train] steps, log_every and
-    drop_uncertain, [eval] eval_every and eval_episodes."""
+    so only when validating): [idm] IdmTrainConfig's fields, [train] steps, log_every,
+    drop_uncertain and weight_beta, [eval] eval_every and eval_episodes."""
     from ssorl_data.idm.training import IDM_FIELDS
     from ssorl_train.dataset import VIEW_ARGS
     from ssorl_train.loop import LOOP_FIELDS
@@ -106,7 +107,7 @@ def key_types() -> dict[str, dict[str, Expect]]:
     loop = {key: LOOP_FIELDS[key] for key in ("steps", "log_every")}
     return TYPES | {
         "idm": IDM_FIELDS,
-        "train": TYPES["train"] | loop | {"drop_uncertain": VIEW_ARGS["drop_uncertain"]},
+        "train": TYPES["train"] | loop | VIEW_ARGS,
         "eval": {key: LOOP_FIELDS[key] for key in ("eval_every", "eval_episodes")},
     }
 
@@ -168,7 +169,7 @@ class PipelineConfig:
             known = set(defaults) | {
                 "data": {"source", "env_id"},
                 "split": {"labelled_steps", *OPTIONAL_SPLIT},
-                "train": set(OPTIONAL_TRAIN),
+                "train": {"weight_beta", *OPTIONAL_TRAIN},
                 "idm": set(IdmTrainConfig.__dataclass_fields__),
             }.get(name, set())
             check_keys(where, name, given, known)

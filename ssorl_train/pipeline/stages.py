@@ -226,6 +226,7 @@ def _agent(
         None if mode == "full" else SPLIT_NAME,
         relabel_name if mode == "semi-supervised" else None,
         float(train["drop_uncertain"]) if mode == "semi-supervised" else 0.0,
+        train.get("weight_beta") if mode == "semi-supervised" else None,
         cache=run_dir.parent.parent / "cache" / mode,  # out/cache/MODE, shared by the seeds
         progress=progress,
     )

@@ -274,3 +274,14 @@ def test_the_default_selection_hashes_as_if_left_out():
 def test_split_budget_and_selection_errors(split, match):
     with pytest.raises(PipelineConfigError, match=match):
         PipelineConfig.from_dict({"data": {"env_id": "Hopper-v5"}, "split": split})
+
+
+def test_weight_beta_weights_the_semi_supervised_agents_proxy_steps(tmp_path):
+    train = TOY["train"] | {"modes": ["semi-supervised", "labelled-only"], "weight_beta": 1.0}
+    run(tmp_path / "run", toy_config(train=train))
+    keys = {mode: json.loads((tmp_path / "run" / "cache" / mode / "view" / "cache.json")
+                             .read_text())["key"] for mode in train["modes"]}  # fmt: skip
+    assert keys["semi-supervised"]["weight_beta"] == 1.0  # the view the agent trained on
+    assert keys["labelled-only"]["weight_beta"] is None  # it has no proxy steps to weight
+    with pytest.raises(PipelineConfigError, match="weight_beta"):
+        toy_config(train=TOY["train"] | {"weight_beta": -1.0})
