@@ -174,6 +174,16 @@ def agent_rows(result: CellResult, runs: Path) -> tuple[list[dict], list[dict]]:
     return rows, curves
 
 
+def in_results(cell: Cell, rows: list[dict]) -> bool:
+    """Whether `rows` hold a score of every agent of `cell` at its budget, so that a run
+    without the cell's folders (a fresh checkout) does not train them again."""
+    labels = {k: cell.labels[k] for k in LABELS}
+    steps = cell.config.train["steps"]
+    have = {row["mode"] for row in rows
+            if {k: row[k] for k in LABELS} == labels and row["grad_steps"] == steps}  # fmt: skip
+    return set(cell.config.train["modes"]) <= have
+
+
 def idm_row(result: CellResult) -> dict[str, Any]:
     """The cell's IDM on the hidden actions: relative MSE overall, inside the labelled return
     quantile and outside it, and its training time."""
@@ -266,6 +276,7 @@ def main(
         "fastest": FASTEST,
         "threads_per_cell": 1,
     }
+    settings = json.loads(json.dumps(settings))  # as it reads back: lists, not tuples
     out.parent.mkdir(parents=True, exist_ok=True)
     previous = json.loads(out.read_text()) if out.exists() else {}
     if previous and previous.get("settings") != settings:
@@ -273,6 +284,10 @@ def main(
             f"{out} holds results of other settings ({previous.get('settings')}); give --out."
         )
     rows, curves, idm = (previous.get(k, []) for k in ("rows", "curves", "idm"))
+    planned = len(todo)
+    todo = [cell for cell in todo if not in_results(cell, rows)]
+    if len(todo) < planned:
+        click.echo(f"{planned - len(todo)} cells already in {out}: not run again")
 
     def save(result: CellResult) -> None:
         """Add the cell's rows (replacing its own from an earlier run) and redraw the PNGs."""

@@ -15,14 +15,15 @@ from ssorl_data.store import EpisodeTable
 CORPUS = Path(__file__).parents[3] / "shared" / "corpus"
 
 
+def episode_table(corpus, stores, env, dataset):  # ss_headline's imports the corpus
+    n = 40 if (env, dataset) == ("HalfCheetah-v5", "medium-replay") else 200
+    lengths = np.arange(n) % 7 + 10
+    step_start = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    return EpisodeTable(step_start, lengths, np.arange(n, dtype=float), np.ones(n, bool))
+
+
 @pytest.mark.skipif(not CORPUS.exists(), reason="needs ../shared/corpus")
 def test_cells_cover_the_protocol_seed_by_seed(tmp_path, monkeypatch):
-    def episode_table(corpus, stores, env, dataset):  # imports the corpus otherwise
-        n = 40 if (env, dataset) == ("HalfCheetah-v5", "medium-replay") else 200
-        lengths = np.arange(n) % 7 + 10
-        step_start = np.concatenate([[0], np.cumsum(lengths)[:-1]])
-        return EpisodeTable(step_start, lengths, np.arange(n, dtype=float), np.ones(n, bool))
-
     monkeypatch.setattr(ss_headline, "episode_table", episode_table)
     skipped = {}
     cells = ss_headline.cells(CORPUS, [0, 1, 2], td3bc_steps=100_000, dt_steps=5_000,
@@ -71,6 +72,17 @@ def test_cells_cover_the_protocol_seed_by_seed(tmp_path, monkeypatch):
             assert config.train["overrides"] == {"warmup_steps": 500}
         else:
             assert config.train["compile"] is True
+
+
+@pytest.mark.skipif(not CORPUS.exists(), reason="needs ../shared/corpus")
+def test_a_cell_whose_agents_are_all_in_the_results_is_finished(tmp_path, monkeypatch):
+    monkeypatch.setattr(ss_headline, "episode_table", episode_table)
+    cell = ss_headline.cells(CORPUS, [0], 100, 10, 1, stores=tmp_path)[0]
+    rows = [cell.labels | {"mode": mode, "grad_steps": 100, "normalized_score": 1.0}
+            for mode in ("full", "semi-supervised", "labelled-only")]  # fmt: skip
+    assert ss_headline.in_results(cell, rows)
+    assert not ss_headline.in_results(cell, rows[:2])  # labelled-only never finished
+    assert not ss_headline.in_results(cell, [r | {"grad_steps": 50} for r in rows])
 
 
 def test_missing_corpus_is_a_clear_error(tmp_path):
