@@ -77,6 +77,12 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "headline-delta-beta1": HEADLINE | {"delta": True, "nll_beta": 1.0},
     "headline-delta-512": HEADLINE | {"delta": True, "hidden": (512, 512)},
     "headline-delta-k0": HEADLINE | {"delta": True, "k": 0},
+    # the single changes that helped on seed 0, stacked on the difference input
+    "headline-delta-batch1024": HEADLINE | {"delta": True, "batch_size": 1024},
+    "headline-delta-batch1024-patience10": HEADLINE
+    | {"delta": True, "batch_size": 1024, "patience": 10, "max_steps": 6000},
+    "headline-delta-512-batch1024-patience10": HEADLINE
+    | {"delta": True, "hidden": (512, 512), "batch_size": 1024, "patience": 10, "max_steps": 6000},
 }
 SELECTIONS = ("lowest_return", "random", "coverage", "farthest")
 KEYS = ("part", "env", "dataset", "name", "seed")  # one row per value of these
