@@ -106,7 +106,7 @@ def cells(
     steps = {"td3bc": td3bc_steps, "dt": dt_steps}
     # the published 10k warm-up of 100k steps, scaled to the budget
     overrides = {"td3bc": {}, "dt": {"warmup_steps": max(dt_steps // 10, 1)}}
-    found = []
+    found, tables = [], {}  # tables: one store read per set, not per seed and algorithm
     for seed in seeds:
         for algo in ("td3bc", "dt"):
             for env in ENVS:
@@ -119,7 +119,9 @@ def cells(
                         raise click.ClickException(
                             f"corpus files not found: {missing}; see --corpus."
                         )
-                    table = episode_table(corpus, stores, env, dataset)
+                    if (env, dataset) not in tables:
+                        tables[env, dataset] = episode_table(corpus, stores, env, dataset)
+                    table = tables[env, dataset]
                     for variant, (split, extra, modes, algos) in VARIANTS.items():
                         if algo not in algos:
                             continue
