@@ -61,3 +61,10 @@ def write_json(path: Path, payload: dict[str, Any]) -> None:
     partial = path.with_suffix(".json.tmp")
     partial.write_text(json.dumps(payload, indent=1) + "\n")
     os.replace(partial, path)
+
+
+def merge_rows(old: list[dict], new: list[dict], keys: tuple[str, ...]) -> list[dict]:
+    """`old` rows that `new` does not replace (same values at `keys`), then `new`: a rerun
+    of a cell replaces its rows instead of adding a second copy."""
+    replaced = {tuple(row[k] for k in keys) for row in new}
+    return [row for row in old if tuple(row[k] for k in keys) not in replaced] + new

@@ -36,7 +36,7 @@ from typing import Any
 import click
 import torch
 
-from benchmarks.common import CORPUS, RESULTS, machine, write_json
+from benchmarks.common import CORPUS, RESULTS, machine, merge_rows, write_json
 from benchmarks.idm_study import DATASETS, ENVS, HEADLINE, ensure_store, make_splits, relative
 from ssorl_data.idm.evaluate import evaluate_idm
 from ssorl_data.idm.training import IdmTrainConfig, train_idm
@@ -135,8 +135,7 @@ def main(envs, datasets, seeds, steps, eval_episodes, idm_max_steps, corpus, sto
                             path, splits[selection], view, seed, steps, eval_episodes, run_dir
                         )  # fmt: skip
                         shutil.rmtree(run_dir, ignore_errors=True)
-                        payload["rows"] = [r for r in payload["rows"]
-                                           if tuple(r[k] for k in KEYS) != key] + [row]  # fmt: skip
+                        payload["rows"] = merge_rows(payload["rows"], [row], KEYS)
                         done.add(key)
                         write_json(out, payload)
                         click.echo(f"{key}: score {row['normalized_score']:.1f}, IDM relative "

@@ -43,7 +43,7 @@ from typing import Any
 
 import click
 
-from benchmarks.common import CORPUS, RESULTS, write_json
+from benchmarks.common import CORPUS, RESULTS, merge_rows, write_json
 from benchmarks.idm_study import DATASETS, ENVS, HEADLINE_SPLIT, ensure_store
 from ssorl_data.store import EpisodeTable
 from ssorl_train.pipeline import PipelineConfig
@@ -202,12 +202,6 @@ def idm_row(result: CellResult) -> dict[str, Any]:
     return row | {"hidden_steps": metrics["hidden_n_steps"], "train_seconds": stage["seconds"]}
 
 
-def merge(old: list[dict], new: list[dict], keys: tuple[str, ...]) -> list[dict]:
-    """`old` rows that `new` does not replace (same values at `keys`), then `new`."""
-    replaced = {tuple(row[k] for k in keys) for row in new}
-    return [row for row in old if tuple(row[k] for k in keys) not in replaced] + new
-
-
 def plot_curves(curves: list[dict], folder: Path) -> None:
     """One PNG per (env, dataset, algo): each (variant, mode)'s mean score over seeds against
     gradient steps, with a band of one standard deviation."""
@@ -300,9 +294,9 @@ def main(
         if result.report is None:
             return
         new_rows, new_curves = agent_rows(result, runs)
-        rows = merge(rows, new_rows, ROW_KEYS[:7])
-        curves = merge(curves, new_curves, ROW_KEYS[:7])
-        idm = merge(idm, [idm_row(result)], LABELS)
+        rows = merge_rows(rows, new_rows, ROW_KEYS[:7])
+        curves = merge_rows(curves, new_curves, ROW_KEYS[:7])
+        idm = merge_rows(idm, [idm_row(result)], LABELS)
         write_json(out, {"settings": settings, "skipped": skipped, "rows": rows, "idm": idm,
                          "curves": curves})  # fmt: skip
         plot_curves(curves, out.parent / out.stem)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from benchmarks import ss_headline
+from benchmarks.common import merge_rows
 from benchmarks.tables import headline_table
 from ssorl_data.splits import choose_visible
 from ssorl_data.store import EpisodeTable
@@ -84,6 +85,13 @@ def test_a_cell_whose_agents_are_all_in_the_results_is_finished(tmp_path, monkey
     assert ss_headline.in_results(cell, rows)
     assert not ss_headline.in_results(cell, rows[:2])  # labelled-only never finished
     assert not ss_headline.in_results(cell, [r | {"grad_steps": 50} for r in rows])
+
+
+def test_a_rerun_cell_replaces_its_rows_and_keeps_the_others():
+    old = [{"seed": 0, "mode": "full", "score": 1.0}, {"seed": 1, "mode": "full", "score": 2.0}]
+    new = [{"seed": 0, "mode": "full", "score": 3.0}, {"seed": 0, "mode": "semi", "score": 4.0}]
+    merged = merge_rows(old, new, ("seed", "mode"))
+    assert merged == [old[1], *new]  # one row per key, the rerun's
 
 
 def test_missing_corpus_is_a_clear_error(tmp_path):
