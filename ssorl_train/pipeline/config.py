@@ -61,16 +61,18 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "overrides": {},
         "drop_uncertain": 0.0,
         "log_every": 1000,
-    },  # plus the optional OPTIONAL_TRAIN keys
+    },  # plus the LATER keys
     "eval": {"eval_episodes": 10, "eval_every": 0},  # the names of LoopConfig and `ssorl train`
 }
-# [train] keys added after pipelines were first stamped: filled in only where they differ
-# from these defaults, so a config that leaves them out keeps its stamps' hashes (its agents
-# are not retrained) and one that writes the default down hashes the same
-OPTIONAL_TRAIN: dict[str, Any] = {"precision": "fp32", "compile": False}
-# [split] keys added later, likewise; labelled_steps has no default: given, it replaces
-# labelled_fraction as the budget (and [train] weight_beta has none: absent, no weights)
-OPTIONAL_SPLIT: dict[str, Any] = {"select": "random"}
+# keys added after pipelines were first stamped, per section, with their defaults (None: no
+# default, absent means off): kept only where given and not the default, so a config that
+# leaves them out keeps its stamps' hashes (its agents are not retrained) and one that
+# writes the default down hashes the same. [split] labelled_steps, given, replaces
+# labelled_fraction as the budget; [train] weight_beta absent means no weights.
+LATER: dict[str, dict[str, Any]] = {
+    "split": {"select": "random", "labelled_steps": None},
+    "train": {"precision": "fp32", "compile": False, "weight_beta": None},
+}
 # the type (and range) of every key but [idm]'s (IdmTrainConfig's own, see `key_types`);
 # keys that are fields of LoopConfig or of the dataset view take their limits from there
 TYPES: dict[str, dict[str, Expect]] = {
@@ -168,8 +170,8 @@ class PipelineConfig:
             given = dict(raw.get(name, {}))
             known = set(defaults) | {
                 "data": {"source", "env_id"},
-                "split": {"labelled_steps", *OPTIONAL_SPLIT},
-                "train": {"weight_beta", *OPTIONAL_TRAIN},
+                "split": set(LATER["split"]),
+                "train": set(LATER["train"]),
                 "idm": set(IdmTrainConfig.__dataclass_fields__),
             }.get(name, set())
             check_keys(where, name, given, known)
@@ -185,7 +187,11 @@ class PipelineConfig:
                 f"Got {sorted(bad_modes)!r}."
             )
         make_config(sections["train"]["algo"], sections["train"]["overrides"], parse_strings=False)
-        _check_optional_train(where, sections["train"])
+        _check_precision(where, sections["train"])
+        for name, later in LATER.items():
+            for key, default in later.items():
+                if key in sections[name] and sections[name][key] == default:
+                    del sections[name][key]
         idm = dict(sections["idm"])
         if "hidden" in idm:
             idm["hidden"] = tuple(idm["hidden"])
@@ -196,8 +202,8 @@ class PipelineConfig:
         return asdict(self)
 
 
-def _check_optional_train(where: str, train: dict[str, Any]) -> None:
-    """A known precision; OPTIONAL_TRAIN keys equal to their default are dropped (see there)."""
+def _check_precision(where: str, train: dict[str, Any]) -> None:
+    """A precision the trainers know."""
     from ssorl_train.common import PRECISIONS
 
     if train.get("precision", "fp32") not in PRECISIONS:
@@ -205,14 +211,10 @@ def _check_optional_train(where: str, train: dict[str, Any]) -> None:
             f"{where}: [train] precision must be one of {list(PRECISIONS)!r}. "
             f"Got {train['precision']!r}."
         )
-    for key, default in OPTIONAL_TRAIN.items():
-        if key in train and train[key] == default:
-            del train[key]
 
 
 def _check_split(where: str, split: dict[str, Any], given: dict[str, Any]) -> None:
-    """One budget (labelled_steps drops the default fraction) and a known selection; the
-    default selection is dropped like OPTIONAL_TRAIN's defaults."""
+    """One budget (labelled_steps drops the default fraction) and a known selection."""
     from ssorl_data.episode_selection import SELECTIONS
 
     if "labelled_steps" in split:
@@ -226,9 +228,6 @@ def _check_split(where: str, split: dict[str, Any], given: dict[str, Any]) -> No
         raise PipelineConfigError(
             f"{where}: [split] select must be one of {list(SELECTIONS)!r}. Got {split['select']!r}."
         )
-    for key, default in OPTIONAL_SPLIT.items():
-        if key in split and split[key] == default:
-            del split[key]
 
 
 def read_toml(path: str | Path) -> dict[str, Any]:
