@@ -20,10 +20,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ssorl_data import ops
 from ssorl_data.episode_index import EpisodeIndex
 from ssorl_data.idm.labelled import read_labelled
 from ssorl_data.idm.model import DEFAULT_UNCERTAINTY, uncertainties
+from ssorl_data.idm.windows import step_windows
 from ssorl_data.store import TrajectoryStore
 
 PREDICT_BATCH = 8192  # windows labelled at a time: bounds the float32 windows held
@@ -74,24 +74,17 @@ def pseudo_label(
     steps with the lowest uncertainty."""
     rows = read_labelled(store, episodes, recorded_actions=False)
     index = rows.index
-    n, d = index.n_steps, rows.observations.shape[1]
+    n = index.n_steps
     episode_of, steps = index.steps_of(np.arange(index.n_episodes))
     actions = np.empty((n, rows.actions.shape[1]), np.float32)
     spread = np.empty(n, np.float32)
     half = torch.as_tensor(action_half, dtype=torch.float32, device=device)
-    tensors = [torch.from_numpy(a) for a in (rows.observations, index.step_start, index.lengths)]
-    stats = torch.from_numpy(mean), torch.from_numpy(std)
     network.eval()
     for lo in range(0, n, PREDICT_BATCH):
-        hi = min(lo + PREDICT_BATCH, n)
-        windows = torch.empty(hi - lo, k + 2, d)
-        valid = torch.empty(hi - lo, k + 2, dtype=torch.bool)
-        ops.idm_windows(
-            *tensors, torch.from_numpy(episode_of[lo:hi]), torch.from_numpy(steps[lo:hi]),
-            *stats, k, windows, valid,
-        )  # fmt: skip
-        member_mean, log_std = network(windows.flatten(1).to(device))
-        at = steps[lo:hi]
+        at = steps[lo : lo + PREDICT_BATCH]
+        windows = step_windows(rows.observations, index, episode_of[lo : lo + PREDICT_BATCH],
+                               at, mean, std, k)  # fmt: skip
+        member_mean, log_std = network(windows.to(device))
         actions[at] = torch.tanh(member_mean).mean(0).cpu().numpy()
         definition = (DEFAULT_UNCERTAINTY,)
         spread[at] = uncertainties(member_mean, log_std, half, definition)[:, 0].cpu().numpy()

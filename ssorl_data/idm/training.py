@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ssorl_data import __version__, ops
+from ssorl_data import __version__
 from ssorl_data.episode_index import EpisodeIndex
 from ssorl_data.errors import IdmExistsError, SplitError
 from ssorl_data.expect import Expect, check_fields
@@ -45,6 +45,7 @@ from ssorl_data.idm.checkpoint import (
 from ssorl_data.idm.labelled import read_labelled
 from ssorl_data.idm.model import squashed_nll
 from ssorl_data.idm.self_training import PseudoLabels, pseudo_label, sample_episodes
+from ssorl_data.idm.windows import step_windows
 from ssorl_data.sampler import IdmWindowSampler
 from ssorl_data.staleness import check_split_fresh, split_identity, store_identity
 from ssorl_data.store import TrajectoryStore
@@ -409,7 +410,6 @@ def _validation_set(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Fixed validation windows and actions: every held-out step with an action, or a seeded
     subset of `max_val_steps` of them."""
-    step_start, lengths = arrays.index.step_start, arrays.index.lengths
     episode, steps = arrays.index.steps_of(val_eps)
     keep = arrays.step_mask[steps]
     episode, steps = episode[keep], steps[keep]
@@ -418,17 +418,10 @@ def _validation_set(
             np.random.default_rng(config.seed).choice(steps.size, config.max_val_steps, False)
         )
         episode, steps = episode[chosen], steps[chosen]
-    n, d = steps.size, arrays.observations.shape[1]
-    windows = torch.empty(n, config.k + 2, d)
-    valid = torch.empty(n, config.k + 2, dtype=torch.bool)
-    ops.idm_windows(
-        torch.from_numpy(arrays.observations), torch.from_numpy(step_start),
-        torch.from_numpy(lengths), torch.from_numpy(episode), torch.from_numpy(steps),
-        torch.from_numpy(arrays.mean), torch.from_numpy(arrays.std), config.k, windows,
-        valid,
-    )  # fmt: skip
+    windows = step_windows(arrays.observations, arrays.index, episode, steps, arrays.mean,
+                           arrays.std, config.k)  # fmt: skip
     actions = torch.from_numpy(arrays.actions[steps])
-    return windows.flatten(1).to(device), actions.to(device)
+    return windows.to(device), actions.to(device)
 
 
 @torch.inference_mode()

@@ -9,7 +9,8 @@ that slice onto a local episode table and fills the windows with the same
 kernel as training (`ops.idm_windows`), into buffers reused across ranges.
 The rows may be float32 or uint8 of any observation shape ([n, 64, 64, 3] frames
 stay uint8 and are read in place); only the windows are float32, flattened to
-[n, k+2, D] with D = prod(obs_shape).
+[n, k+2, D] with D = prod(obs_shape). `step_windows` builds a one-off set (validation,
+pseudo labels) into new tensors instead.
 """
 
 from __future__ import annotations
@@ -70,3 +71,25 @@ class RangeWindows:
             self.mean, self.std, self.k, windows, valid,
         )  # fmt: skip
         return windows, valid
+
+
+def step_windows(
+    observations: np.ndarray,
+    index: EpisodeIndex,
+    episode: np.ndarray,
+    steps: np.ndarray,
+    mean: np.ndarray,
+    std: np.ndarray,
+    k: int,
+) -> Tensor:
+    """The normalised windows of `steps` (of episodes `episode`, positions in `index`) as one
+    new tensor [n, (k+2) * D], the network's input, from all of `index`'s rows in RAM."""
+    n, d = steps.size, mean.size
+    windows = torch.empty(n, k + 2, d)
+    valid = torch.empty(n, k + 2, dtype=torch.bool)
+    ops.idm_windows(
+        torch.from_numpy(observations), torch.from_numpy(index.step_start),
+        torch.from_numpy(index.lengths), torch.from_numpy(episode), torch.from_numpy(steps),
+        torch.from_numpy(mean), torch.from_numpy(std), k, windows, valid,
+    )  # fmt: skip
+    return windows.flatten(1)
