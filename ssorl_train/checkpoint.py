@@ -100,7 +100,7 @@ def save_checkpoint(stem: str | Path, state: dict[str, Any], meta: dict[str, Any
     save_file(tensors, tmp_tensors, metadata={"checkpoint_id": checkpoint_id})
     tmp_json.write_text(json.dumps(document, indent=1))
     for path in (tmp_tensors, tmp_json):
-        _fsync(path)
+        fsync(path)
     if _complete(stem) is not None:  # keep it, under the previous pair's names, first
         for current, kept in zip(paths(stem), paths(previous(stem)), strict=True):
             link = kept.with_name(kept.name + ".tmp")
@@ -109,10 +109,12 @@ def save_checkpoint(stem: str | Path, state: dict[str, Any], meta: dict[str, Any
             os.replace(link, kept)
     os.replace(tmp_tensors, tensor_path)
     os.replace(tmp_json, json_path)
-    _fsync(stem.parent)
+    fsync(stem.parent)
 
 
-def _fsync(path: Path) -> None:
+def fsync(path: Path) -> None:
+    """Flush a file's or a directory's entries to disk: a rename is durable only once its
+    directory is synced (used by the training cache too)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)

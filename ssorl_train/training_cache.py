@@ -30,7 +30,7 @@ import numpy as np
 
 from ssorl_data.store import TrajectoryStore
 from ssorl_data.store.lock import DirectoryLock
-from ssorl_train.checkpoint import _fsync
+from ssorl_train.checkpoint import fsync
 from ssorl_train.dataset import TrainingData, normalisation, view_data
 from ssorl_train.errors import TrainingCacheError
 from ssorl_train.view import View, stream_view
@@ -145,7 +145,7 @@ def build_cache(
         array.close()
     maps.clear()
     for path in staging.iterdir():
-        _fsync(path)
+        fsync(path)
     metadata = store.metadata
     info = {
         "n_recorded": streamed["n_recorded"],
@@ -158,11 +158,11 @@ def build_cache(
              "info": info}  # fmt: skip
     tmp = staging / f"{STAMP}.tmp"
     tmp.write_text(json.dumps(stamp, indent=1))
-    _fsync(tmp)
+    fsync(tmp)
     os.replace(tmp, staging / STAMP)
-    _fsync(staging)
+    fsync(staging)
     os.replace(staging, target)
-    _fsync(directory)
+    fsync(directory)
 
 
 class _NpyAppender:

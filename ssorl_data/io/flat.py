@@ -31,7 +31,7 @@ import numpy as np
 from ssorl_data.episode_index import EpisodeIndex
 from ssorl_data.episodes import EpisodeBatch
 from ssorl_data.errors import ImportFormatError
-from ssorl_data.io.source import ImportSource
+from ssorl_data.io.source import BLOCK_STEPS, ImportSource
 from ssorl_data.io.spaces import resolve_spaces
 from ssorl_data.metadata import space_from_json
 from ssorl_data.reference_scores import reference_returns
@@ -40,7 +40,6 @@ FLAG_KEYS = {
     "terminations": ("terminals", "terminations"),
     "truncations": ("timeouts", "truncations"),
 }
-BLOCK_STEPS = 131_072
 
 
 def open_d4rl_hdf5(

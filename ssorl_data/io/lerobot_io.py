@@ -25,14 +25,13 @@ import pyarrow.parquet as pq
 from ssorl_data.episodes import EpisodeBatch
 from ssorl_data.errors import ImportFormatError
 from ssorl_data.io.lerobot_meta import DataFile, Feature, LeRobotMeta, read_meta
-from ssorl_data.io.source import ImportSource
+from ssorl_data.io.source import BLOCK_STEPS, ImportSource
 from ssorl_data.io.spaces import resolve_spaces
 
 STATE, ACTION = "observation.state", "action"
 REWARD, DONE, TRUNCATED = "next.reward", "next.done", "next.truncated"
 FRAME_COLUMNS = ("episode_index", "frame_index")
 READ_ROWS = 65_536  # rows per record batch read from a data file
-BLOCK_STEPS = 131_072  # steps per batch handed to the store (whole episodes)
 OBSERVATION_FLAG = "--observation-key (Python: observation_keys=[...])"
 _LIST_TYPES = (pa.types.is_list, pa.types.is_large_list, pa.types.is_fixed_size_list)
 _NUMBER_TYPES = (pa.types.is_integer, pa.types.is_floating, pa.types.is_boolean)

@@ -35,10 +35,9 @@ from ssorl_data.io.observations import (
     observation_layout,
     recorded_layout,
 )
-from ssorl_data.io.source import ImportSource
+from ssorl_data.io.source import BLOCK_STEPS, ImportSource
 from ssorl_data.store import TrajectoryStore
 
-BLOCK_STEPS = 131_072
 BLOCK_BYTES = 64 << 20  # of observations and actions per export block: 12 KB frames
 # would make 131,072 steps a 1.6 GB block, held twice while Minari writes it
 

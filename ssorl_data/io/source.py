@@ -10,6 +10,10 @@ import gymnasium as gym
 
 from ssorl_data.episodes import EpisodeBatch
 
+# steps per batch that an importer hands to the store, or an exporter writes (whole episodes,
+# so about this many): bounds what one batch holds in memory
+BLOCK_STEPS = 131_072
+
 
 @dataclass
 class ImportSource:

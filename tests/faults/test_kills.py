@@ -142,7 +142,7 @@ INJECTED: list[tuple[Callable[..., None], str]] = [
     (idm_train, "ssorl_data.idm.checkpoint:save_file:1"),  # weights written, no config.json
     (relabel, "ssorl_data.store.relabels:RelabelRun.write_chunk:3"),  # 3 of 6 chunks
     (train, "ssorl_train.loop:_save:2"),  # step-100 checkpoint kept, 100 steps to go
-    (train, "ssorl_train.checkpoint:_fsync:5"),  # step-100 pair in .tmp files, not renamed in
+    (train, "ssorl_train.checkpoint:fsync:5"),  # step-100 pair in .tmp files, not renamed in
     (train_cache, "ssorl_train.view:select_chunk:1"),  # first episode range of the cache
 ]
 
