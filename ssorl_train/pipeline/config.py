@@ -206,7 +206,7 @@ def _check_precision(where: str, train: dict[str, Any]) -> None:
     """A precision the trainers know."""
     from ssorl_train.common import PRECISIONS
 
-    if train.get("precision", "fp32") not in PRECISIONS:
+    if train.get("precision", LATER["train"]["precision"]) not in PRECISIONS:
         raise PipelineConfigError(
             f"{where}: [train] precision must be one of {list(PRECISIONS)!r}. "
             f"Got {train['precision']!r}."
@@ -224,7 +224,7 @@ def _check_split(where: str, split: dict[str, Any], given: dict[str, Any]) -> No
                 "labelling budget, a fraction of the episodes or a number of steps."
             )
         del split["labelled_fraction"]
-    if split.get("select", "random") not in SELECTIONS:
+    if split.get("select", LATER["split"]["select"]) not in SELECTIONS:
         raise PipelineConfigError(
             f"{where}: [split] select must be one of {list(SELECTIONS)!r}. Got {split['select']!r}."
         )
