@@ -20,7 +20,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from benchmarks.common import write_json
+from ssorl_data.durable import write_json
 from ssorl_data.episode_index import EpisodeIndex
 from ssorl_data.io.importing import import_dataset
 from ssorl_data.reference_scores import normalized_score

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import sys
@@ -10,6 +9,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from ssorl_data.durable import write_json
 
 RESULTS = Path(__file__).resolve().parent / "results"
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
@@ -53,14 +54,6 @@ def write_results(name: str, payload: dict[str, Any], directory: Path = RESULTS)
     path = directory / f"{name}.json"
     write_json(path, payload)
     return path
-
-
-def write_json(path: Path, payload: dict[str, Any]) -> None:
-    """`payload` as JSON at `path`, written beside it and renamed over it: a killed writer
-    leaves the old file, never half a new one."""
-    partial = path.with_suffix(".json.tmp")
-    partial.write_text(json.dumps(payload, indent=1) + "\n")
-    os.replace(partial, path)
 
 
 def merge_rows(old: list[dict], new: list[dict], keys: tuple[str, ...]) -> list[dict]:

@@ -39,7 +39,8 @@ from typing import Any
 import click
 import torch
 
-from benchmarks.common import CORPUS, RESULTS, machine, write_json
+from benchmarks.common import CORPUS, RESULTS, machine
+from ssorl_data.durable import write_json
 from ssorl_data.idm.evaluate import evaluate_idm
 from ssorl_data.idm.model import UNCERTAINTY_DEFINITIONS
 from ssorl_data.idm.training import IdmTrainConfig, train_idm

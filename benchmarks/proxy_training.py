@@ -36,8 +36,9 @@ from typing import Any
 import click
 import torch
 
-from benchmarks.common import CORPUS, RESULTS, machine, merge_rows, write_json
+from benchmarks.common import CORPUS, RESULTS, machine, merge_rows
 from benchmarks.idm_study import DATASETS, ENVS, HEADLINE, ensure_store, make_splits, relative
+from ssorl_data.durable import write_json
 from ssorl_data.idm.evaluate import evaluate_idm
 from ssorl_data.idm.training import IdmTrainConfig, train_idm
 from ssorl_data.relabel import relabel

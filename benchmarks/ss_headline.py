@@ -43,8 +43,9 @@ from typing import Any
 
 import click
 
-from benchmarks.common import CORPUS, RESULTS, merge_rows, write_json
+from benchmarks.common import CORPUS, RESULTS, merge_rows
 from benchmarks.idm_study import DATASETS, ENVS, HEADLINE_SPLIT, ensure_store
+from ssorl_data.durable import write_json
 from ssorl_data.store import EpisodeTable
 from ssorl_train.pipeline import PipelineConfig
 from ssorl_train.sweep import Cell, CellResult, run_cells

@@ -23,6 +23,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
+from ssorl_data.durable import fsync
 from ssorl_train.algos.renames import upgrade_checkpoint
 from ssorl_train.checkpoint_validation import check_checkpoint, check_layout
 from ssorl_train.errors import CheckpointError
@@ -110,16 +111,6 @@ def save_checkpoint(stem: str | Path, state: dict[str, Any], meta: dict[str, Any
     os.replace(tmp_tensors, tensor_path)
     os.replace(tmp_json, json_path)
     fsync(stem.parent)
-
-
-def fsync(path: Path) -> None:
-    """Flush a file's or a directory's entries to disk: a rename is durable only once its
-    directory is synced (used by the training cache too)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _complete(stem: Path) -> tuple[Path, Path, dict[str, Any]] | None:

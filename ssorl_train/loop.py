@@ -27,6 +27,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from ssorl_data.durable import write_json
 from ssorl_data.errors import InvalidArgumentError
 from ssorl_data.expect import Expect, check_fields
 from ssorl_data.store.lock import DirectoryLock
@@ -205,7 +206,7 @@ class _RunLog:
 
         _truncate_csv(out / "log.csv", start)
         _truncate_csv(out / "eval.csv", start - 1)  # the evaluation at `start` follows its save
-        (out / "config.json").write_text(json.dumps(run_config, indent=1))
+        write_json(out / "config.json", run_config)
         self.writer = SummaryWriter(str(out / "tb"), purge_step=start)
         self.train_csv, self.eval_csv = _CsvLog(out / "log.csv"), _CsvLog(out / "eval.csv")
         self.bar = tqdm(
@@ -455,5 +456,5 @@ def _finish(
         "steps_per_s": (step - start) / busy if busy > 0 else None,
         "final_eval": run_log.last_eval.to_dict() if run_log.last_eval else None,
     }
-    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    write_json(out / "summary.json", summary)
     return summary

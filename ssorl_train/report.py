@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import csv
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ssorl_data.durable import write_json
 from ssorl_train.pipeline.config import SPLIT_NAME
 
 
@@ -25,7 +25,7 @@ def write_report(
     report_dir.mkdir(parents=True, exist_ok=True)
     table = comparison(agents)
     report = {"config": config.to_dict(), "stages": stages, "agents": agents, "comparison": table}
-    (report_dir / "report.json").write_text(json.dumps(report, indent=1, default=str))
+    write_json(report_dir / "report.json", report)
     (report_dir / "report.md").write_text(markdown_table(table) + "\n")
     _plots(out, report_dir, store, relabel_name, agents)
     return report

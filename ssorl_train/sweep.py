@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import traceback
 from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -23,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from ssorl_data.durable import write_json
 from ssorl_data.expect import Expect
 from ssorl_train.errors import PipelineConfigError
 from ssorl_train.pipeline.config import DEFAULTS, TYPES, PipelineConfig, check_types, read_toml
@@ -308,8 +308,6 @@ def run_sweep(
         "failed": {r.cell.name: r.error for r in results if r.error is not None},
     }
     out.mkdir(parents=True, exist_ok=True)
-    tmp = out / "sweep.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=1))
-    os.replace(tmp, out / "sweep.json")
+    write_json(out / "sweep.json", summary)
     (out / "sweep.md").write_text(markdown_summary(summary["table"], by) + "\n")
     return summary

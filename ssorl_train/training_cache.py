@@ -28,9 +28,9 @@ from typing import Any
 
 import numpy as np
 
+from ssorl_data.durable import fsync, write_json
 from ssorl_data.store import TrajectoryStore
 from ssorl_data.store.lock import DirectoryLock
-from ssorl_train.checkpoint import fsync
 from ssorl_train.dataset import TrainingData, normalisation, view_data
 from ssorl_train.errors import TrainingCacheError
 from ssorl_train.view import View, stream_view
@@ -156,11 +156,7 @@ def build_cache(
     }
     stamp = {"format": CACHE_FORMAT, "version": CACHE_VERSION, "key": key, "arrays": records,
              "info": info}  # fmt: skip
-    tmp = staging / f"{STAMP}.tmp"
-    tmp.write_text(json.dumps(stamp, indent=1))
-    fsync(tmp)
-    os.replace(tmp, staging / STAMP)
-    fsync(staging)
+    write_json(staging / STAMP, stamp, sync=True)
     os.replace(staging, target)
     fsync(directory)
 

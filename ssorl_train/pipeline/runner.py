@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ssorl_data.durable import write_json
+
 
 @dataclass
 class StageReport:
@@ -52,12 +54,10 @@ class Stamps:
 
     def write(self, stage: str, key: str, result: dict[str, Any]) -> int:
         """Stamp a finished stage; `ran_at` makes the stages after it rerun when it reruns."""
-        path = self.dir / f"{stage}.json"
-        tmp = path.with_suffix(".tmp")
         ran_at = time.time_ns()
         stamp = {"hash": key, "ran_at": ran_at, "result": result}
-        tmp.write_text(json.dumps(stamp, indent=1, default=str))
-        tmp.replace(path)  # atomic: a killed run never leaves a stamp without its output
+        # atomic: a killed run never leaves a stamp without its output
+        write_json(self.dir / f"{stage}.json", stamp)
         return ran_at
 
     def clear(self, stage: str) -> None:
