@@ -37,6 +37,7 @@ variants, then DT's.
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 from pathlib import Path
 from typing import Any
@@ -106,52 +107,48 @@ def cells(
     """Every (env, dataset, algo, variant, seed) cell, in the order of `priority`. A cell
     whose split leaves the IDM too few episodes goes to `skipped` (name -> why) instead."""
     steps = {"td3bc": td3bc_steps, "dt": dt_steps}
-    # the published 10k warm-up of 100k steps, scaled to the budget
-    overrides = {"td3bc": {}, "dt": {"warmup_steps": max(dt_steps // 10, 1)}}
     found, tables = [], {}  # tables: one store read per set, not per seed and algorithm
-    for seed in seeds:
-        for algo in ("td3bc", "dt"):
-            for env in ENVS:
-                for dataset, files in DATASETS.items():
-                    if algo not in ALGOS[dataset]:
-                        continue
-                    sources = [str(corpus / env / f"{name}.hdf5") for name in files]
-                    missing = [s for s in sources if not Path(s).exists()]
-                    if missing:
-                        raise click.ClickException(
-                            f"corpus files not found: {missing}; see --corpus."
-                        )
-                    if (env, dataset) not in tables:
-                        tables[env, dataset] = episode_table(corpus, stores, env, dataset)
-                    table = tables[env, dataset]
-                    for variant, (split, extra, modes, algos) in VARIANTS.items():
-                        if algo not in algos:
-                            continue
-                        slug = variant.replace("%", "pct")  # a folder name
-                        name = f"{env}-{dataset}-{algo}-{slug}-seed{seed}"
-                        why = too_few_episodes(table, split)
-                        if why is not None:
-                            (skipped if skipped is not None else {})[name] = why
-                            continue
-                        if variant == "coverage":
-                            split = split | {"labelled_steps": headline_steps(table, seed)}
-                        train = {"algo": algo, "modes": modes, "seeds": [seed],
-                                 "steps": steps[algo], "log_every": max(steps[algo] // 20, 1),
-                                 "overrides": overrides[algo]} | FASTEST[algo] | extra  # fmt: skip
-                        raw = {
-                            "data": {"source": sources},
-                            "split": split | {"seed": seed},
-                            "idm": {"seed": seed},
-                            "train": train,
-                            "eval": {
-                                "eval_episodes": eval_episodes,
-                                "eval_every": max(steps[algo] // 10, 1),
-                            },  # fmt: skip
-                        }
-                        labels = {"env": env, "dataset": dataset, "algo": algo,
-                                  "variant": variant, "seed": seed}  # fmt: skip
-                        found.append(Cell(name, labels, PipelineConfig.from_dict(raw, name)))
+    grid = itertools.product(seeds, ("td3bc", "dt"), ENVS, DATASETS.items(), VARIANTS.items())
+    for seed, algo, env, (dataset, files), (variant, (split, extra, modes, algos)) in grid:
+        if algo not in ALGOS[dataset] or algo not in algos:
+            continue
+        sources = [str(corpus / env / f"{name}.hdf5") for name in files]
+        missing = [s for s in sources if not Path(s).exists()]
+        if missing:
+            raise click.ClickException(f"corpus files not found: {missing}; see --corpus.")
+        if (env, dataset) not in tables:
+            tables[env, dataset] = episode_table(corpus, stores, env, dataset)
+        table = tables[env, dataset]
+        name = f"{env}-{dataset}-{algo}-{variant.replace('%', 'pct')}-seed{seed}"  # a folder
+        why = too_few_episodes(table, split)
+        if why is not None:
+            (skipped if skipped is not None else {})[name] = why
+            continue
+        if variant == "coverage":
+            split = split | {"labelled_steps": headline_steps(table, seed)}
+        train = {"algo": algo, "modes": modes, "seeds": [seed], "steps": steps[algo]} | extra
+        raw = cell_config(sources, split, train, seed, eval_episodes)
+        labels = {"env": env, "dataset": dataset, "algo": algo, "variant": variant,
+                  "seed": seed}  # fmt: skip
+        found.append(Cell(name, labels, PipelineConfig.from_dict(raw, name)))
     return sorted(found, key=priority)  # stable: env, dataset and variant order kept
+
+
+def cell_config(
+    sources: list[str], split: dict[str, Any], train: dict[str, Any], seed: int, episodes: int
+) -> dict[str, Any]:
+    """One cell's `ssorl run` config: the algorithm's fastest mode, the published DT warm-up
+    (10k of 100k steps) scaled to the budget, logs every 5% and evaluations every 10% of it."""
+    algo, steps = train["algo"], train["steps"]
+    overrides = {"warmup_steps": max(steps // 10, 1)} if algo == "dt" else {}
+    train = {"log_every": max(steps // 20, 1), "overrides": overrides} | FASTEST[algo] | train
+    return {
+        "data": {"source": sources},
+        "split": split | {"seed": seed},
+        "idm": {"seed": seed},
+        "train": train,
+        "eval": {"eval_episodes": episodes, "eval_every": max(steps // 10, 1)},
+    }
 
 
 def priority(cell: Cell) -> tuple[int, int]:
