@@ -133,12 +133,39 @@ HEADLINE_COLUMNS = [  # (variant, mode) -> column of the real-budget headline ta
 
 
 def headline_variants_table(result: dict) -> str:
-    """Per (env, dataset, algo): each (variant, mode)'s score mean ± std (seeds) and the
-    semi-supervised agents' ratio of means to `full`; then the IDMs' errors per variant."""
+    """Per (env, dataset, algo): each (variant, mode)'s final score; then the same for each
+    agent's mean over its evaluations after half its budget (steadier where evaluations
+    swing, as DT's do on Hopper); then the IDMs' errors per variant."""
+    parts = [_variant_scores(result["rows"])]
+    late = [curve | {"normalized_score": _late_mean(curve)} for curve in result.get("curves", [])]
+    if late:
+        title = ("Each agent's mean over its evaluations after half its budget (mean ± std "
+                 "over seeds; steadier than one evaluation):")  # fmt: skip
+        parts.append(f"{title}\n\n{_variant_scores(late)}")
+    if result.get("idm"):
+        parts.append(idm_table(result["idm"], by_variant=True))
+    return "\n\n".join(parts)
+
+
+def _late_mean(curve: dict) -> float:
+    """The mean of an agent's evaluations after half its budget."""
+    import numpy as np
+
+    late = [
+        s
+        for t, s in zip(curve["steps"], curve["scores"], strict=True)
+        if t > curve["grad_steps"] / 2
+    ]
+    return float(np.mean(late))
+
+
+def _variant_scores(rows: list[dict]) -> str:
+    """Each (variant, mode)'s score mean ± std (seeds) per (env, dataset, algo), and the
+    semi-supervised agents' ratio of means to `full`."""
     import numpy as np
 
     groups: dict[tuple, dict[tuple, list[float]]] = {}
-    for row in result["rows"]:
+    for row in rows:
         key = (row["env"], row["dataset"], row["algo"], row["grad_steps"])
         scores = groups.setdefault(key, {}).setdefault((row["variant"], row["mode"]), [])
         scores.append(row["normalized_score"])
@@ -156,10 +183,7 @@ def headline_variants_table(result: dict) -> str:
     columns = [("env", "env", ""), ("dataset", "dataset", ""), ("algo", "algo", ""),
                ("grad_steps", "gradient steps", ",")]  # fmt: skip
     columns += [(title, title, "") for _, title in HEADLINE_COLUMNS]
-    scores = _markdown(table, columns)
-    if not result.get("idm"):
-        return scores
-    return f"{scores}\n\n{idm_table(result['idm'], by_variant=True)}"
+    return _markdown(table, columns)
 
 
 def idm_table(rows: list[dict], by_variant: bool = False) -> str:

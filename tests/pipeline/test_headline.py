@@ -142,6 +142,25 @@ def test_variants_table_gives_semi_supervised_as_a_share_of_full():
                     "19.0 ± 0.0 (1); 95% | - | 10.0 ± 0.0 (1); 50% | - | - |")  # fmt: skip
 
 
+def test_variants_table_also_scores_each_agent_over_the_second_half_of_its_budget():
+    from benchmarks.tables import headline_variants_table
+
+    def curve(mode, seed, scores):
+        return {"env": "Hopper-v5", "dataset": "medium-replay", "algo": "dt", "variant": "10%",
+                "mode": mode, "seed": seed, "grad_steps": 400, "normalized_score": scores[-1],
+                "steps": [100, 200, 300, 400], "scores": scores}  # fmt: skip
+
+    curves = [curve("full", 0, [1.0, 9.0, 20.0, 10.0]), curve("full", 1, [0.0, 0.0, 10.0, 20.0]),
+              curve("semi-supervised", 0, [50.0, 50.0, 12.0, 3.0])]  # fmt: skip
+    rows = [{k: v for k, v in c.items() if k not in ("steps", "scores")} for c in curves]
+    text = headline_variants_table({"rows": rows, "curves": curves})
+    final, late = [line for line in text.splitlines() if line.startswith("| Hopper-v5")]
+    # final: full 10 and 20, semi 3; after half the budget (steps 300, 400): full 15 and 15,
+    # semi 7.5 (the step-200 evaluation is at half, not after it)
+    assert final.split(" | ")[4:6] == ["15.0 ± 5.0 (2)", "3.0 ± 0.0 (1); 20%"]
+    assert late.split(" | ")[4:6] == ["15.0 ± 0.0 (2)", "7.5 ± 0.0 (1); 50%"]
+
+
 def test_curves_are_drawn_per_set_and_algorithm(tmp_path):
     curve = {"env": "Hopper-v5", "dataset": "medium-replay", "algo": "td3bc", "variant": "10%",
              "mode": "full", "seed": 0, "steps": [10, 20], "scores": [1.0, 2.0]}  # fmt: skip
