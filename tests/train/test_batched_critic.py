@@ -100,7 +100,9 @@ def test_a_checkpoint_written_by_the_modulelist_code_evaluates_and_resumes(
         q_target = q_values(algorithm.critic_target, obs, actions)
     torch.testing.assert_close(q, torch.tensor(expected["critic"]), rtol=1e-5, atol=1e-6)
     assert not torch.equal(q, q_target)  # the target was read as the target, not the critic
-    assert torch.equal(algorithm.act(obs), torch.tensor(expected["act"]))
+    # Not bit for bit: the fixture's numbers came from another CPU, whose BLAS kernels
+    # round differently (an AMD EPYC differs from the writer's machine by 3e-8).
+    torch.testing.assert_close(algorithm.act(obs), torch.tensor(expected["act"]))
 
     run = tmp_path / "run"
     shutil.copytree(FIXTURES / algo, run)
