@@ -13,7 +13,10 @@ Each cell is one labelling variant:
   left out (TD3+BC; benchmarks/proxy_training.py found it the better of the two
   uncertainty-aware modes, within noise of plain);
 - `coverage`: as many labelled steps as that seed's `10%` split, spent by coverage
-  selection over every episode (TD3+BC; `ssorl data split --select coverage`).
+  selection over every episode (TD3+BC; `ssorl data split --select coverage`);
+- `all-actions IDM`: the `10%` split's semi-supervised agent, relabelled by an IDM that
+  learned from every recorded action, the hidden ones included (`[idm] episodes = "all"`):
+  an upper bound that tells the IDM's share of the gap to `full` from the method's.
 
 Agents are evaluated every 10% of their budget (the learning curves) and train in the
 fastest mode of the training-speed issue (TD3+BC compiled + bf16, DT bf16).
@@ -40,7 +43,7 @@ import csv
 import itertools
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import click
 
@@ -55,13 +58,34 @@ ROOT = Path(__file__).resolve().parent
 ALGOS = {"medium-replay": ["td3bc", "dt"], "medium-expert": ["td3bc"]}
 MODES = ("full", "semi-supervised", "labelled-only")
 DROP_UNCERTAIN = 0.2
-# variant -> (its [split] section, extra [train] keys, modes, algos it runs for)
-VARIANTS: dict[str, tuple[dict[str, Any], dict[str, Any], list[str], tuple[str, ...]]] = {
-    "10%": (HEADLINE_SPLIT, {}, list(MODES), ("td3bc", "dt")),
-    "2%": (HEADLINE_SPLIT | {"labelled_fraction": 0.02}, {}, ["semi-supervised"], ("td3bc", "dt")),
-    "drop-uncertain": (HEADLINE_SPLIT, {"drop_uncertain": DROP_UNCERTAIN}, ["semi-supervised"],
-                       ("td3bc",)),
-    "coverage": ({"select": "coverage", "quantile": 1.0}, {}, ["semi-supervised"], ("td3bc",)),
+
+
+class Variant(NamedTuple):
+    """A labelling variant: its [split] section, extra [train] and [idm] keys, the modes it
+    trains and the algorithms it runs for."""
+
+    split: dict[str, Any]
+    train: dict[str, Any]
+    modes: list[str]
+    algos: tuple[str, ...]
+    idm: dict[str, Any] = {}
+
+    def settings(self) -> dict[str, Any]:
+        """As the results JSON records it (no `idm` key where it adds none, as before the
+        field was added, so earlier results keep their settings)."""
+        fields = {"split": self.split, "train": self.train, "modes": self.modes,
+                  "algos": self.algos}  # fmt: skip
+        return fields | ({"idm": self.idm} if self.idm else {})
+
+
+SEMI = ["semi-supervised"]
+VARIANTS: dict[str, Variant] = {
+    "10%": Variant(HEADLINE_SPLIT, {}, list(MODES), ("td3bc", "dt")),
+    "2%": Variant(HEADLINE_SPLIT | {"labelled_fraction": 0.02}, {}, SEMI, ("td3bc", "dt")),
+    "drop-uncertain": Variant(HEADLINE_SPLIT, {"drop_uncertain": DROP_UNCERTAIN}, SEMI,
+                              ("td3bc",)),
+    "coverage": Variant({"select": "coverage", "quantile": 1.0}, {}, SEMI, ("td3bc",)),
+    "all-actions IDM": Variant(HEADLINE_SPLIT, {}, SEMI, ("td3bc", "dt"), {"episodes": "all"}),
 }  # fmt: skip
 FASTEST = {"td3bc": {"precision": "bf16", "compile": True}, "dt": {"precision": "bf16"}}
 LABELS = ("env", "dataset", "algo", "variant", "seed")
@@ -109,8 +133,8 @@ def cells(
     steps = {"td3bc": td3bc_steps, "dt": dt_steps}
     found, tables = [], {}  # tables: one store read per set, not per seed and algorithm
     grid = itertools.product(seeds, ("td3bc", "dt"), ENVS, DATASETS.items(), VARIANTS.items())
-    for seed, algo, env, (dataset, files), (variant, (split, extra, modes, algos)) in grid:
-        if algo not in ALGOS[dataset] or algo not in algos:
+    for seed, algo, env, (dataset, files), (variant, spec) in grid:
+        if algo not in ALGOS[dataset] or algo not in spec.algos:
             continue
         sources = [str(corpus / env / f"{name}.hdf5") for name in files]
         missing = [s for s in sources if not Path(s).exists()]
@@ -119,15 +143,18 @@ def cells(
         if (env, dataset) not in tables:
             tables[env, dataset] = episode_table(corpus, stores, env, dataset)
         table = tables[env, dataset]
-        name = f"{env}-{dataset}-{algo}-{variant.replace('%', 'pct')}-seed{seed}"  # a folder
+        folder = variant.replace("%", "pct").replace(" ", "-")
+        name = f"{env}-{dataset}-{algo}-{folder}-seed{seed}"
+        split = spec.split
         why = too_few_episodes(table, split)
         if why is not None:
             (skipped if skipped is not None else {})[name] = why
             continue
         if variant == "coverage":
             split = split | {"labelled_steps": headline_steps(table, seed)}
-        train = {"algo": algo, "modes": modes, "seeds": [seed], "steps": steps[algo]} | extra
-        raw = cell_config(sources, split, train, seed, eval_episodes)
+        train = {"algo": algo, "modes": spec.modes, "seeds": [seed],
+                 "steps": steps[algo]} | spec.train  # fmt: skip
+        raw = cell_config(sources, split, train, spec.idm, seed, eval_episodes)
         labels = {"env": env, "dataset": dataset, "algo": algo, "variant": variant,
                   "seed": seed}  # fmt: skip
         found.append(Cell(name, labels, PipelineConfig.from_dict(raw, name)))
@@ -135,7 +162,12 @@ def cells(
 
 
 def cell_config(
-    sources: list[str], split: dict[str, Any], train: dict[str, Any], seed: int, episodes: int
+    sources: list[str],
+    split: dict[str, Any],
+    train: dict[str, Any],
+    idm: dict[str, Any],
+    seed: int,
+    episodes: int,
 ) -> dict[str, Any]:
     """One cell's `ssorl run` config: the algorithm's fastest mode, the published DT warm-up
     (10k of 100k steps) scaled to the budget, logs every 5% and evaluations every 10% of it."""
@@ -145,10 +177,25 @@ def cell_config(
     return {
         "data": {"source": sources},
         "split": split | {"seed": seed},
-        "idm": {"seed": seed},
+        "idm": {"seed": seed} | idm,
         "train": train,
         "eval": {"eval_episodes": episodes, "eval_every": max(steps // 10, 1)},
     }
+
+
+def other_settings(old: dict[str, Any] | None, new: dict[str, Any]) -> str | None:
+    """How the settings of earlier results differ from `new`, or None where the results can
+    be kept: the same settings, or the same with variants added."""
+    if not isinstance(old, dict):
+        return "none recorded"
+    rest = sorted(k for k in old.keys() | new.keys()
+                  if k != "variants" and old.get(k) != new.get(k))  # fmt: skip
+    changed = sorted(name for name, variant in old.get("variants", {}).items()
+                     if new["variants"].get(name) != variant)  # fmt: skip
+    if not rest and not changed:
+        return None
+    return "; ".join([*(f"{k}: {old.get(k)!r}, now {new.get(k)!r}" for k in rest),
+                      *(f"variant {name!r} changed or gone" for name in changed)])  # fmt: skip
 
 
 def priority(cell: Cell) -> tuple[int, int]:
@@ -267,20 +314,16 @@ def main(
         "dt_steps": dt_steps,
         "eval_episodes": eval_episodes,
         "idm": "package default (IdmTrainConfig)",
-        "variants": {
-            name: {"split": v[0], "train": v[1], "modes": v[2], "algos": v[3]}
-            for name, v in VARIANTS.items()
-        },  # fmt: skip
+        "variants": {name: v.settings() for name, v in VARIANTS.items()},
         "fastest": FASTEST,
         "threads_per_cell": 1,
     }
     settings = json.loads(json.dumps(settings))  # as it reads back: lists, not tuples
     out.parent.mkdir(parents=True, exist_ok=True)
     previous = json.loads(out.read_text()) if out.exists() else {}
-    if previous and previous.get("settings") != settings:
-        raise click.ClickException(
-            f"{out} holds results of other settings ({previous.get('settings')}); give --out."
-        )
+    why = other_settings(previous.get("settings"), settings) if previous else None
+    if why:
+        raise click.ClickException(f"{out} holds results of other settings ({why}); give --out.")
     rows, curves, idm = (previous.get(k, []) for k in ("rows", "curves", "idm"))
     planned = len(todo)
     todo = [cell for cell in todo if not in_results(cell, rows)]

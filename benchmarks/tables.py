@@ -129,6 +129,7 @@ HEADLINE_COLUMNS = [  # (variant, mode) -> column of the real-budget headline ta
     (("10%", "labelled-only"), "labelled-only 10%"), (("2%", "semi-supervised"), "semi 2%"),
     (("drop-uncertain", "semi-supervised"), "semi 10%, drop-uncertain"),
     (("coverage", "semi-supervised"), "semi, coverage-chosen"),
+    (("all-actions IDM", "semi-supervised"), "semi 10%, IDM of all actions (bound)"),
 ]  # fmt: skip
 
 

@@ -49,7 +49,7 @@ def run(
     config: Path, out: Path | None, device: str | None, quiet: bool, sweep: bool, jobs: int | None
 ) -> None:
     from ssorl_train.pipeline import PipelineConfig, run_pipeline
-    from ssorl_train.report import markdown_table
+    from ssorl_train.report import comparison_text
 
     if sweep:
         _run_sweep(config, out or config.with_suffix(""), device, jobs)
@@ -60,7 +60,7 @@ def run(
     report = run_pipeline(
         parsed, out or config.with_suffix(""), device=device, progress=not quiet, echo=click.echo
     )
-    click.echo(markdown_table(report["comparison"]))
+    click.echo(comparison_text(parsed, report["comparison"]))
 
 
 def _run_sweep(config: Path, out: Path, device: str | None, jobs: int | None) -> None:

@@ -23,6 +23,14 @@ else:  # pragma: no cover - the 3.10 backport of the same module
     import tomli as tomllib
 
 SPLIT_NAME = "pipeline"  # the split the pipeline writes into its store
+# With [idm] episodes = "all", the IDM trains on this split of every episode with recorded
+# actions, the ones SPLIT_NAME hides included (an upper bound; see IDM_EPISODES).
+ALL_SPLIT = "pipeline-all"
+# [idm] episodes: which episodes' actions the IDM learns from. "visible": the split's, as a
+# user without the hidden actions has; "all": every recorded action, the hidden ones too, an
+# upper bound for what a better IDM could give (evaluation only: a real corpus has no hidden
+# actions to read).
+IDM_EPISODES = ("visible", "all")
 # The agents train, and the report's rows come, in this order: the fully labelled
 # reference, the semi-supervised agent, then the labelled-only baseline it should beat.
 DEFAULT_MODES = ("full", "semi-supervised", "labelled-only")
@@ -38,7 +46,10 @@ Keys left out take the defaults shown.
             of the fraction (a budget in steps); select = "random" | "coverage" | "farthest"
             (how the budget is spent on the pool: `ssorl data split --select`)
 [idm]       any IdmTrainConfig field (defaults: `ssorl idm train --help`): max_steps (the
-            budget), hidden, members, k, delta, nll_beta, lr, batch_size, eval_every, ...
+            budget), hidden, members, k, delta, nll_beta, lr, batch_size, eval_every, ...;
+            episodes = "visible" | "all" (the IDM learns from the split's visible
+            episodes, or, as an upper bound for evaluation, from every recorded action,
+            the hidden ones included)
 [relabel]   name = "idm" (relabels/NAME in the store), batch_size = 8192
 [train]     algo = "td3bc" | "iql" | "cql" | "dt", modes = ["full", "semi-supervised",
             "labelled-only"], steps = 10000, seeds = [0], overrides = {alpha = 2.5},
@@ -71,6 +82,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
 # labelled_fraction as the budget; [train] weight_beta absent means no weights.
 LATER: dict[str, dict[str, Any]] = {
     "split": {"select": "random", "labelled_steps": None},
+    "idm": {"episodes": "visible"},
     "train": {"precision": "fp32", "compile": False, "weight_beta": None},
 }
 # the type (and range) of every key but [idm]'s (IdmTrainConfig's own, see `key_types`);
@@ -108,7 +120,7 @@ def key_types() -> dict[str, dict[str, Expect]]:
 
     loop = {key: LOOP_FIELDS[key] for key in ("steps", "log_every")}
     return TYPES | {
-        "idm": IDM_FIELDS,
+        "idm": IDM_FIELDS | {"episodes": Expect(str)},
         "train": TYPES["train"] | loop | VIEW_ARGS,
         "eval": {key: LOOP_FIELDS[key] for key in ("eval_every", "eval_episodes")},
     }
@@ -172,13 +184,18 @@ class PipelineConfig:
                 "data": {"source", "env_id"},
                 "split": set(LATER["split"]),
                 "train": set(LATER["train"]),
-                "idm": set(IdmTrainConfig.__dataclass_fields__),
+                "idm": set(IdmTrainConfig.__dataclass_fields__) | set(LATER["idm"]),
             }.get(name, set())
             check_keys(where, name, given, known)
             check_types(where, name, given, types[name])
             sections[name] = defaults | given
         _check_data(where, sections["data"], raw.get("data", {}))
         _check_split(where, sections["split"], raw.get("split", {}))
+        if sections["idm"].get("episodes", LATER["idm"]["episodes"]) not in IDM_EPISODES:
+            raise PipelineConfigError(
+                f"{where}: [idm] episodes must be one of {list(IDM_EPISODES)!r}. "
+                f"Got {sections['idm']['episodes']!r}."
+            )
         check_name(sections["relabel"]["name"], "relabel run")
         bad_modes = set(sections["train"]["modes"]) - set(MODES)
         if bad_modes:
@@ -193,9 +210,10 @@ class PipelineConfig:
                 if key in sections[name] and sections[name][key] == default:
                     del sections[name][key]
         idm = dict(sections["idm"])
+        pipeline_keys = {key: idm.pop(key) for key in LATER["idm"] if key in idm}
         if "hidden" in idm:
             idm["hidden"] = tuple(idm["hidden"])
-        sections["idm"] = asdict(IdmTrainConfig(**idm))
+        sections["idm"] = asdict(IdmTrainConfig(**idm)) | pipeline_keys
         return cls(**sections)
 
     def to_dict(self) -> dict[str, Any]:

@@ -11,7 +11,14 @@ from pathlib import Path
 from typing import Any
 
 from ssorl_data import layout
-from ssorl_train.pipeline.config import SPLIT_NAME, PipelineConfig, sb3_spec, sources
+from ssorl_train.pipeline.config import (
+    ALL_SPLIT,
+    LATER,
+    SPLIT_NAME,
+    PipelineConfig,
+    sb3_spec,
+    sources,
+)
 from ssorl_train.pipeline.runner import StageRunner, stage_hash
 
 
@@ -163,17 +170,32 @@ def _split(section: dict[str, Any], store: Path) -> dict[str, Any]:
 def _idm(
     section: dict[str, Any], store: Path, idm_dir: Path, device: str, progress: bool
 ) -> dict[str, Any]:
+    """Train the IDM on the split's visible episodes (or, with `episodes = "all"`, on
+    ALL_SPLIT: every recorded action) and score it on the actions the split hides."""
     from ssorl_data.idm.evaluate import evaluate_idm
     from ssorl_data.idm.training import IdmTrainConfig, train_idm
     from ssorl_data.store import TrajectoryStore
 
-    values = section | {"hidden": tuple(section["hidden"])}
+    values = dict(section)
+    episodes = values.pop("episodes", LATER["idm"]["episodes"])
+    values["hidden"] = tuple(values["hidden"])
+    trained_on = SPLIT_NAME
+    if episodes == "all":
+        import numpy as np
+
+        from ssorl_data.splits import make_split
+
+        with TrajectoryStore.open(store, mode="a") as opened:
+            labelled = np.flatnonzero(opened.episode_table().labelled)
+            make_split(opened, ALL_SPLIT, episodes=labelled, overwrite=True)
+        trained_on = ALL_SPLIT
     with TrajectoryStore.open(store) as opened:
         result = train_idm(
-            opened, SPLIT_NAME, idm_dir, IdmTrainConfig(**values), device=device, progress=progress
+            opened, trained_on, idm_dir, IdmTrainConfig(**values), device=device, progress=progress
         )
         metrics = evaluate_idm(result.idm, opened, SPLIT_NAME)
-    return {"seconds": result.seconds, "history": result.history, "metrics": metrics}
+    return {"seconds": result.seconds, "history": result.history, "metrics": metrics,
+            "trained_on": trained_on}  # fmt: skip
 
 
 def _relabel(

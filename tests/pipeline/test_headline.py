@@ -29,17 +29,17 @@ def test_cells_cover_the_protocol_seed_by_seed(tmp_path, monkeypatch):
     skipped = {}
     cells = ss_headline.cells(CORPUS, [0, 1, 2], td3bc_steps=100_000, dt_steps=5_000,
                               eval_episodes=10, stores=tmp_path, skipped=skipped)  # fmt: skip
-    # td3bc: 4 sets x 4 variants; dt: 2 medium-replay sets x 2; but 2% of HalfCheetah
+    # td3bc: 4 sets x 5 variants; dt: 2 medium-replay sets x 3; but 2% of HalfCheetah
     # medium-replay's 40 episodes is 1, too few for an IDM (it validates on another)
     assert sorted(skipped) == [f"HalfCheetah-v5-medium-replay-{a}-2pct-seed{s}"
                                for a in ("dt", "td3bc") for s in (0, 1, 2)]  # fmt: skip
-    assert len(cells) == 3 * (4 * 4 + 2 * 2 - 2) and len({c.name for c in cells}) == len(cells)
+    assert len(cells) == 3 * (4 * 5 + 2 * 3 - 2) and len({c.name for c in cells}) == len(cells)
     order = [(c.labels["algo"], c.labels["variant"] == "10%", c.labels["seed"]) for c in cells]
     # the claim first (both algorithms at 10%, seed by seed), then TD3+BC's other variants,
-    # then DT's (only Hopper medium-replay's 2%)
+    # then DT's (Hopper medium-replay's 2% and both sets' all-actions IDM)
     assert order == [(a, True, s) for s in (0, 1, 2) for a in ["td3bc"] * 4 + ["dt"] * 2] + [
-        ("td3bc", False, s) for s in (0, 1, 2) for _ in range(11)] + [
-        ("dt", False, s) for s in (0, 1, 2)]  # fmt: skip
+        ("td3bc", False, s) for s in (0, 1, 2) for _ in range(15)] + [
+        ("dt", False, s) for s in (0, 1, 2) for _ in range(3)]  # fmt: skip
     for cell in cells:
         config, labels = cell.config, cell.labels
         files = [Path(s).name for s in config.data["source"]]
@@ -54,6 +54,7 @@ def test_cells_cover_the_protocol_seed_by_seed(tmp_path, monkeypatch):
             == {
                 "10%": {"labelled_fraction": 0.1, "quantile": 0.5, "select": None},
                 "drop-uncertain": {"labelled_fraction": 0.1, "quantile": 0.5, "select": None},
+                "all-actions IDM": {"labelled_fraction": 0.1, "quantile": 0.5, "select": None},
                 "2%": {"labelled_fraction": 0.02, "quantile": 0.5, "select": None},
                 "coverage": {"labelled_fraction": None, "quantile": 1.0, "select": "coverage"},
             }[variant]
@@ -66,11 +67,13 @@ def test_cells_cover_the_protocol_seed_by_seed(tmp_path, monkeypatch):
             "semi-supervised"]  # fmt: skip
         assert config.train["modes"] == modes
         assert config.train["drop_uncertain"] == (0.2 if variant == "drop-uncertain" else 0.0)
+        assert config.idm.get("episodes") == ("all" if variant == "all-actions IDM" else None)
         steps = {"td3bc": 100_000, "dt": 5_000}[labels["algo"]]
         assert config.train["steps"] == steps and config.eval["eval_every"] == steps // 10
         assert config.train["precision"] == "bf16"
         if labels["algo"] == "dt":
-            assert labels["dataset"] == "medium-replay" and variant in ("10%", "2%")
+            assert labels["dataset"] == "medium-replay"
+            assert variant in ("10%", "2%", "all-actions IDM")
             assert config.train["overrides"] == {"warmup_steps": 500}
         else:
             assert config.train["compile"] is True
@@ -85,6 +88,18 @@ def test_a_cell_whose_agents_are_all_in_the_results_is_finished(tmp_path, monkey
     assert ss_headline.in_results(cell, rows)
     assert not ss_headline.in_results(cell, rows[:2])  # labelled-only never finished
     assert not ss_headline.in_results(cell, [r | {"grad_steps": 50} for r in rows])
+
+
+def test_results_of_the_same_settings_with_fewer_variants_are_kept_and_others_refused():
+    new = {"td3bc_steps": 10, "variants": {"10%": {"modes": ["full"]}, "bound": {"modes": []}}}
+    assert ss_headline.other_settings(new, new) is None
+    fewer = new | {"variants": {"10%": {"modes": ["full"]}}}
+    assert ss_headline.other_settings(fewer, new) is None  # a variant added since: kept
+    why = ss_headline.other_settings(fewer | {"td3bc_steps": 20}, new)
+    assert why == "td3bc_steps: 20, now 10"
+    changed = new | {"variants": {"10%": {"modes": ["semi-supervised"]}}}
+    assert ss_headline.other_settings(changed, new) == "variant '10%' changed or gone"
+    assert ss_headline.other_settings(None, new) == "none recorded"
 
 
 def test_a_rerun_cell_replaces_its_rows_and_keeps_the_others():
@@ -139,7 +154,7 @@ def test_variants_table_gives_semi_supervised_as_a_share_of_full():
             row("2%", "semi-supervised", 0, 10.0)]  # fmt: skip
     line = headline_variants_table({"rows": rows}).splitlines()[-1]
     assert line == ("| Hopper-v5 | medium-replay | td3bc | 100,000 | 20.0 ± 10.0 (2) | "
-                    "19.0 ± 0.0 (1); 95% | - | 10.0 ± 0.0 (1); 50% | - | - |")  # fmt: skip
+                    "19.0 ± 0.0 (1); 95% | - | 10.0 ± 0.0 (1); 50% | - | - | - |")  # fmt: skip
 
 
 def test_variants_table_also_scores_each_agent_over_the_second_half_of_its_budget():

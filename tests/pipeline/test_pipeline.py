@@ -285,3 +285,29 @@ def test_weight_beta_weights_the_semi_supervised_agents_proxy_steps(tmp_path):
     assert keys["labelled-only"]["weight_beta"] is None  # it has no proxy steps to weight
     with pytest.raises(PipelineConfigError, match="weight_beta"):
         toy_config(train=TOY["train"] | {"weight_beta": -1.0})
+
+
+def test_an_idm_of_every_recorded_action_relabels_for_the_splits_agent(tmp_path):
+    """[idm] episodes = "all": the upper-bound IDM learns from the hidden actions too, the
+    semi-supervised agent still sees only the split's, and the report says which it was."""
+    idm = TOY["idm"] | {"episodes": "all"}
+    train = TOY["train"] | {"modes": ["semi-supervised"]}
+    report = run(tmp_path / "run", toy_config(idm=idm, train=train))
+    assert set(statuses(report).values()) == {"ran"}
+    assert report["stages"][2]["result"]["trained_on"] == "pipeline-all"
+    provenance = json.loads((tmp_path / "run" / "idm" / "provenance.json").read_text())
+    seen = set(provenance["train_episodes"]) | set(provenance["val_episodes"])
+    with TrajectoryStore.open(tmp_path / "run" / "store") as store:
+        hidden = np.flatnonzero(~store.read_split("pipeline").visible)
+        assert seen == set(np.flatnonzero(store.episode_table().labelled))
+    assert hidden.size and set(hidden) <= seen
+    rows = {r["mode"]: r for r in report["comparison"]}
+    assert rows["semi-supervised"]["proxy_steps"] > 0  # proxies where the split hides actions
+    assert "upper bound" in (tmp_path / "run" / "report" / "report.md").read_text()
+
+
+def test_the_idm_episodes_key_checks_its_value_and_its_default_hashes_as_if_left_out():
+    assert toy_config(idm=TOY["idm"] | {"episodes": "visible"}).idm == toy_config().idm
+    assert toy_config(idm=TOY["idm"] | {"episodes": "all"}).idm["episodes"] == "all"
+    with pytest.raises(PipelineConfigError, match="episodes must be one of"):
+        toy_config(idm=TOY["idm"] | {"episodes": "hidden"})
