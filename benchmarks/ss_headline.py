@@ -27,7 +27,8 @@ Writes benchmarks/results/ss_headline.json after every finished cell:
 an unfinished one), per cell how well its IDM recovered the hidden actions (MSE over
 their variance: 1.0 is no better than predicting their mean), inside and outside the
 labelled return quantile, and per agent its evaluations; and a PNG of the curves per
-(env, dataset, algo) under benchmarks/results/ss_headline/.
+(env, dataset, algo) under benchmarks/results/ss_headline/, with one of every
+semi-supervised agent's share of `full` against its IDM's error (SHARE_PNG).
 Resumable: rerun the same command; finished stages are skipped and interrupted
 agents continue from their checkpoints under --runs. Cells run in the order of
 `priority`: the `10%` variant of both algorithms seed by seed, then TD3+BC's other
@@ -89,6 +90,7 @@ VARIANTS: dict[str, Variant] = {
 }  # fmt: skip
 FASTEST = {"td3bc": {"precision": "bf16", "compile": True}, "dt": {"precision": "bf16"}}
 LABELS = ("env", "dataset", "algo", "variant", "seed")
+SHARE_PNG = "share-of-full-vs-idm-error.png"
 ROW_KEYS = (*LABELS[:4], "mode", "seed", "grad_steps", "normalized_score")
 
 
@@ -279,6 +281,68 @@ def plot_curves(curves: list[dict], folder: Path) -> None:
         plt.close(fig)
 
 
+def share_points(rows: list[dict], idm: list[dict]) -> list[dict]:
+    """Per semi-supervised agent: its cell's IDM error on the hidden actions (relative MSE)
+    and its score as a share of the mean `full` score of its (env, dataset, algo)."""
+    import numpy as np
+
+    full: dict[tuple, list[float]] = {}
+    for row in rows:
+        if row["mode"] == "full":
+            full.setdefault(_set_key(row), []).append(row["normalized_score"])
+    errors = {tuple(r[k] for k in LABELS): r["hidden_relative_mse"] for r in idm}
+    points = []
+    for row in rows:
+        error = errors.get(tuple(row[k] for k in LABELS))
+        if row["mode"] != "semi-supervised" or error is None or _set_key(row) not in full:
+            continue
+        share = row["normalized_score"] / float(np.mean(full[_set_key(row)]))
+        points.append({k: row[k] for k in LABELS} | {"error": error, "share": share})
+    return points
+
+
+def _set_key(row: dict) -> tuple[str, str, str]:
+    return row["env"], row["dataset"], row["algo"]
+
+
+def plot_share_vs_error(points: list[dict], path: Path) -> None:
+    """One PNG: each semi-supervised agent's share of `full` against its IDM's error on the
+    hidden actions, coloured by (env, dataset, algo), shaped by variant, with the target."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    sets = sorted({_set_key(p) for p in points})
+    markers = dict(zip(VARIANTS, "osD^v", strict=True))
+    for i, key in enumerate(sets):
+        for variant, marker in markers.items():
+            chosen = [p for p in points if _set_key(p) == key and p["variant"] == variant]
+            if chosen:
+                ax.scatter([p["error"] for p in chosen], [p["share"] for p in chosen],
+                           color=f"C{i}", marker=marker, s=24)  # fmt: skip
+    for i, key in enumerate(sets):  # legend: sets by colour, variants by shape
+        ax.scatter([], [], color=f"C{i}", marker="o", label=" ".join(key))
+    for variant, marker in markers.items():
+        ax.scatter([], [], color="grey", marker=marker, label=variant)
+    ax.axhline(0.95, color="grey", linestyle="--", linewidth=1)
+    ax.axhline(1.0, color="black", linewidth=0.5)
+    ax.set(xlabel="IDM error on the hidden actions (MSE / their variance)",
+           ylabel="semi-supervised score / mean full score",
+           title="Share of full against the IDM's error, per agent")  # fmt: skip
+    ax.legend(fontsize=6, loc="upper right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def draw(result: dict[str, Any], folder: Path) -> None:
+    """Every PNG of the results: the curves per set and algorithm, and SHARE_PNG."""
+    plot_curves(result["curves"], folder)
+    plot_share_vs_error(share_points(result["rows"], result["idm"]), folder / SHARE_PNG)
+
+
 @click.command()
 @click.option("--seeds", default="0,1,2", show_default=True, help="Comma-separated seeds.")
 @click.option("--td3bc-steps", type=click.IntRange(min=1), default=100_000, show_default=True)
@@ -293,6 +357,7 @@ def plot_curves(curves: list[dict], folder: Path) -> None:
 )  # fmt: skip
 @click.option("--out", type=click.Path(path_type=Path), default=RESULTS / "ss_headline.json",
               show_default=True)  # fmt: skip
+@click.option("--redraw", is_flag=True, help="Only redraw the PNGs from --out's results.")
 def main(
     seeds: str,
     td3bc_steps: int,
@@ -302,7 +367,13 @@ def main(
     corpus: Path,
     runs: Path,
     out: Path,
+    redraw: bool,
 ) -> None:
+    if redraw:
+        if not out.exists():
+            raise click.ClickException(f"{out}: no results to draw; run the cells first.")
+        draw(json.loads(out.read_text()), out.parent / out.stem)
+        return
     skipped: dict[str, str] = {}
     todo = cells(corpus, [int(s) for s in seeds.split(",")], td3bc_steps, dt_steps,
                  eval_episodes, runs / "stores", skipped)  # fmt: skip
@@ -339,9 +410,10 @@ def main(
         rows = merge_rows(rows, new_rows, ROW_KEYS[:7])
         curves = merge_rows(curves, new_curves, ROW_KEYS[:7])
         idm = merge_rows(idm, [idm_row(result)], LABELS)
-        write_json(out, {"settings": settings, "skipped": skipped, "rows": rows, "idm": idm,
-                         "curves": curves})  # fmt: skip
-        plot_curves(curves, out.parent / out.stem)
+        result_json = {"settings": settings, "skipped": skipped, "rows": rows, "idm": idm,
+                       "curves": curves}  # fmt: skip
+        write_json(out, result_json)
+        draw(result_json, out.parent / out.stem)
 
     click.echo(f"{len(todo)} cells, {jobs} at a time; logs under {runs}/cells/")
     results = run_cells(todo, runs, jobs=jobs, threads=1, echo=click.echo, on_done=save)

@@ -181,3 +181,26 @@ def test_curves_are_drawn_per_set_and_algorithm(tmp_path):
              "mode": "full", "seed": 0, "steps": [10, 20], "scores": [1.0, 2.0]}  # fmt: skip
     ss_headline.plot_curves([curve, curve | {"seed": 1}, curve | {"variant": "2%"}], tmp_path)
     assert [p.name for p in tmp_path.iterdir()] == ["Hopper-v5-medium-replay-td3bc.png"]
+
+
+def test_share_points_pair_each_semi_supervised_agent_with_its_idm_and_the_mean_full(tmp_path):
+    labels = {"env": "Hopper-v5", "dataset": "medium-replay", "algo": "td3bc"}
+    rows = [labels | {"variant": "10%", "mode": "full", "seed": 0, "normalized_score": 10.0},
+            labels | {"variant": "10%", "mode": "full", "seed": 1, "normalized_score": 30.0},
+            labels | {"variant": "2%", "mode": "semi-supervised", "seed": 1,
+                      "normalized_score": 15.0},
+            labels | {"variant": "10%", "mode": "semi-supervised", "seed": 0,
+                      "normalized_score": 25.0},
+            labels | {"algo": "dt", "variant": "10%", "mode": "semi-supervised", "seed": 0,
+                      "normalized_score": 5.0}]  # fmt: skip
+    idm = [
+        labels | {"variant": "2%", "seed": 1, "hidden_relative_mse": 0.3},
+        labels | {"variant": "10%", "seed": 0, "hidden_relative_mse": 0.1},
+        labels | {"algo": "dt", "variant": "10%", "seed": 0, "hidden_relative_mse": 0.2},
+    ]
+    points = ss_headline.share_points(rows, idm)
+    # shares of the mean full (20); the dt agent has no full agent to compare with
+    assert [(p["variant"], p["error"], p["share"]) for p in points] == [
+        ("2%", 0.3, 0.75), ("10%", 0.1, 1.25)]  # fmt: skip
+    ss_headline.plot_share_vs_error(points, tmp_path / "share.png")
+    assert (tmp_path / "share.png").stat().st_size > 0
