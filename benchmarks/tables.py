@@ -145,7 +145,37 @@ def headline_variants_table(result: dict) -> str:
         parts.append(f"{title}\n\n{_variant_scores(late)}")
     if result.get("idm"):
         parts.append(idm_table(result["idm"], by_variant=True))
+        parts.append(share_error_table(result["rows"], result["idm"]))
     return "\n\n".join(parts)
+
+
+def share_error_table(rows: list[dict], idm: list[dict], least: int = 5) -> str:
+    """Per (env, dataset, algo) with at least `least` semi-supervised agents (all variants):
+    the rank correlation of their share of `full` with their IDM's error."""
+    import numpy as np
+
+    from benchmarks.ss_headline import share_points
+    from ssorl_data.idm.ranking import spearman
+
+    groups: dict[tuple, list[dict]] = {}
+    for point in share_points(rows, idm):
+        groups.setdefault((point["env"], point["dataset"], point["algo"]), []).append(point)
+    table = []
+    for (env, dataset, algo), points in sorted(groups.items()):
+        if len(points) < least:
+            continue
+        errors, shares = ([p[k] for p in points] for k in ("error", "share"))
+        rho = spearman(np.array(errors), np.array(shares))
+        table.append({"env": env, "dataset": dataset, "algo": algo, "agents": len(points),
+                      "rho": "-" if rho is None else f"{rho:+.2f}",
+                      "errors": f"{min(errors):.3f}-{max(errors):.3f}",
+                      "shares": f"{min(shares):.0%}-{max(shares):.0%}"})  # fmt: skip
+    title = ("Semi-supervised agents of every variant: Spearman's rank correlation of their "
+             "share of full with their IDM's error on the hidden actions:")  # fmt: skip
+    columns = [("env", "env", ""), ("dataset", "dataset", ""), ("algo", "algo", ""),
+               ("agents", "agents", ""), ("rho", "rank correlation", ""),
+               ("errors", "IDM error", ""), ("shares", "share of full", "")]  # fmt: skip
+    return f"{title}\n\n{_markdown(table, columns)}"
 
 
 def _late_mean(curve: dict) -> float:

@@ -204,3 +204,19 @@ def test_share_points_pair_each_semi_supervised_agent_with_its_idm_and_the_mean_
         ("2%", 0.3, 0.75), ("10%", 0.1, 1.25)]  # fmt: skip
     ss_headline.plot_share_vs_error(points, tmp_path / "share.png")
     assert (tmp_path / "share.png").stat().st_size > 0
+
+
+def test_share_error_table_ranks_each_sets_agents_by_error_and_share():
+    from benchmarks.tables import share_error_table
+
+    labels = {"env": "Hopper-v5", "dataset": "medium-expert", "algo": "td3bc"}
+    full = labels | {"variant": "10%", "mode": "full", "seed": 0, "normalized_score": 40.0}
+    rows, idm = [full], []
+    for seed, (error, score) in enumerate([(0.1, 40.0), (0.2, 30.0), (0.3, 20.0), (0.4, 24.0)]):
+        rows.append(labels | {"variant": "2%", "mode": "semi-supervised", "seed": seed,
+                              "normalized_score": score})  # fmt: skip
+        idm.append(labels | {"variant": "2%", "seed": seed, "hidden_relative_mse": error})
+    line = share_error_table(rows, idm, least=4).splitlines()[-1]
+    # ranks of error 1 2 3 4 against share 4 3 1 2: rho = 1 - 6 * (9 + 1 + 4 + 4) / 60 = -0.8
+    assert line == "| Hopper-v5 | medium-expert | td3bc | 4 | -0.80 | 0.100-0.400 | 50%-100% |"
+    assert share_error_table(rows, idm, least=5).count("| Hopper-v5") == 0
