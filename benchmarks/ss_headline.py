@@ -203,9 +203,9 @@ def other_settings(old: dict[str, Any] | None, new: dict[str, Any]) -> str | Non
 def priority(cell: Cell) -> tuple[int, int]:
     """Which cells run first: the claim itself (the `10%` variant of both algorithms) seed by
     seed, then TD3+BC's added variants seed by seed, then DT's, so an interrupted run leaves
-    whole seeds of the most telling comparisons. (A DT cell at 5k steps takes about as long
-    as a TD3+BC cell at 100k: DT trains about 7.5 steps/s on one thread beside another cell,
-    25 times slower a step.)"""
+    whole seeds of the most telling comparisons. (A DT cell at 5k steps takes about twice
+    as long as a TD3+BC cell at 100k: DT trains 7-11 steps/s and TD3+BC 260-360 on one
+    thread beside another cell, in the agents' summary.json.)"""
     labels = cell.labels
     if labels["variant"] == "10%":
         return (0, labels["seed"])
