@@ -36,6 +36,7 @@ variants, then DT's.
 
     python -m benchmarks.ss_headline            # a working day and more on a 2-core CPU
     python -m benchmarks.ss_headline --seeds 0 --td3bc-steps 2000 --dt-steps 100
+    python -m benchmarks.ss_headline --seeds 3,4,5 --cells 'Hopper-v5-medium-replay-td3bc-*'
 """
 
 from __future__ import annotations
@@ -183,6 +184,21 @@ def cell_config(
         "train": train,
         "eval": {"eval_episodes": episodes, "eval_every": max(steps // 10, 1)},
     }
+
+
+def chosen_cells(found: list[Cell], patterns: str) -> list[Cell]:
+    """The cells whose names match one of the comma-separated glob `patterns`; an error
+    naming the patterns when none does, rather than a run of nothing."""
+    from fnmatch import fnmatchcase
+
+    globs = [p.strip() for p in patterns.split(",") if p.strip()]
+    chosen = [cell for cell in found if any(fnmatchcase(cell.name, g) for g in globs)]
+    if not chosen:
+        example = found[0].name if found else "none"
+        raise click.ClickException(
+            f"--cells {patterns!r} matches no cell (names look like {example!r})."
+        )
+    return chosen
 
 
 def other_settings(old: dict[str, Any] | None, new: dict[str, Any]) -> str | None:
@@ -358,6 +374,11 @@ def draw(result: dict[str, Any], folder: Path) -> None:
 @click.option("--out", type=click.Path(path_type=Path), default=RESULTS / "ss_headline.json",
               show_default=True)  # fmt: skip
 @click.option("--redraw", is_flag=True, help="Only redraw the PNGs from --out's results.")
+@click.option(
+    "--cells", "patterns", default="*", show_default=True,
+    help="Comma-separated glob patterns of the cell names to run (ENV-DATASET-ALGO-VARIANT-"
+    "seedN, e.g. 'Hopper-v5-medium-replay-td3bc-10pct-*'), to add seeds to some cells only.",
+)  # fmt: skip
 def main(
     seeds: str,
     td3bc_steps: int,
@@ -368,6 +389,7 @@ def main(
     runs: Path,
     out: Path,
     redraw: bool,
+    patterns: str,
 ) -> None:
     if redraw:
         if not out.exists():
@@ -377,6 +399,7 @@ def main(
     skipped: dict[str, str] = {}
     todo = cells(corpus, [int(s) for s in seeds.split(",")], td3bc_steps, dt_steps,
                  eval_episodes, runs / "stores", skipped)  # fmt: skip
+    todo = chosen_cells(todo, patterns)
     for name, why in skipped.items():
         click.echo(f"{name} skipped: {why}")
     settings = {

@@ -220,3 +220,20 @@ def test_share_error_table_ranks_each_sets_agents_by_error_and_share():
     # ranks of error 1 2 3 4 against share 4 3 1 2: rho = 1 - 6 * (9 + 1 + 4 + 4) / 60 = -0.8
     assert line == "| Hopper-v5 | medium-expert | td3bc | 4 | -0.80 | 0.100-0.400 | 50%-100% |"
     assert share_error_table(rows, idm, least=5).count("| Hopper-v5") == 0
+
+
+@pytest.mark.skipif(not CORPUS.exists(), reason="needs ../shared/corpus")
+def test_cells_can_be_chosen_by_name_patterns(tmp_path, monkeypatch):
+    monkeypatch.setattr(ss_headline, "episode_table", episode_table)
+    found = ss_headline.cells(CORPUS, [3], 100, 10, 1, stores=tmp_path)
+    patterns = "Hopper-v5-medium-replay-td3bc-10pct-*, *-all-actions-IDM-seed3"
+    chosen = ss_headline.chosen_cells(found, patterns)
+    assert sorted(c.name for c in chosen) == sorted(
+        ["Hopper-v5-medium-replay-td3bc-10pct-seed3"]
+        + [f"{s}-{a}-all-actions-IDM-seed3" for s, a in
+           [("Hopper-v5-medium-replay", "td3bc"), ("Hopper-v5-medium-replay", "dt"),
+            ("Hopper-v5-medium-expert", "td3bc"), ("HalfCheetah-v5-medium-replay", "td3bc"),
+            ("HalfCheetah-v5-medium-replay", "dt"), ("HalfCheetah-v5-medium-expert", "td3bc")]]
+    )  # fmt: skip
+    with pytest.raises(Exception, match="matches no cell"):
+        ss_headline.chosen_cells(found, "Hopper-v6-*")
